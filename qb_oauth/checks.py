@@ -1,0 +1,190 @@
+"""System checks: each misconfiguration has an id and a hint.
+
+==================  ===========================================================
+qb_oauth.E001       CLIENT_ID or CLIENT_SECRET missing
+qb_oauth.E002       ENVIRONMENT is neither "sandbox" nor "production"
+qb_oauth.E003       an endpoint is not https outside DEBUG (loopback allowed)
+qb_oauth.E004       FERNET_KEYS is malformed (not a non-empty list of strings)
+qb_oauth.E005       the session middleware is missing
+qb_oauth.E006       QB_OAUTH is not a dict, or has unknown keys or bad values
+qb_oauth.W001       FERNET_KEYS is not set: tokens would be encrypted with SECRET_KEY
+qb_oauth.W002       django_q is not installed: nothing refreshes connections on schedule
+qb_oauth.W003       REDIRECT_URI is not https outside DEBUG
+==================  ===========================================================
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from .conf import DEFAULTS, ENDPOINT_NAMES, ENVIRONMENTS, qb_settings
+
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+def _is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host in LOOPBACK_HOSTS or host.startswith("127.") or host.endswith(".localhost")
+
+
+def _insecure(url: str) -> bool:
+    return urlsplit(url).scheme != "https" and not _is_loopback(url)
+
+
+@register(Tags.security, "qb_oauth")
+def check_settings(app_configs=None, **kwargs):
+    errors = []
+    raw = getattr(settings, "QB_OAUTH", None)
+    if raw is not None and not isinstance(raw, dict):
+        return [
+            Error(
+                "QB_OAUTH must be a dict.",
+                hint="Set QB_OAUTH = {'CLIENT_ID': ..., 'CLIENT_SECRET': ...} in your settings.",
+                id="qb_oauth.E006",
+            )
+        ]
+    unknown = sorted(set(raw or {}) - set(DEFAULTS))
+    if unknown:
+        errors.append(
+            Error(
+                f"QB_OAUTH has unknown keys: {', '.join(unknown)}.",
+                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                id="qb_oauth.E006",
+            )
+        )
+    missing = [k for k in ("CLIENT_ID", "CLIENT_SECRET") if not qb_settings.get(k)]
+    if missing:
+        errors.append(
+            Error(
+                f"QB_OAUTH is missing {' and '.join(missing)}.",
+                hint="Copy your app's keys from the Intuit Developer portal (Keys & credentials); "
+                "sandbox and production have different keys.",
+                id="qb_oauth.E001",
+            )
+        )
+    environment = qb_settings.ENVIRONMENT
+    if environment not in ENVIRONMENTS:
+        errors.append(
+            Error(
+                f"QB_OAUTH['ENVIRONMENT'] is {environment!r}.",
+                hint='Use "sandbox" or "production".',
+                id="qb_oauth.E002",
+            )
+        )
+    endpoints = qb_settings.get("ENDPOINTS")
+    if not isinstance(endpoints, dict):
+        errors.append(
+            Error(
+                "QB_OAUTH['ENDPOINTS'] must be a dict.",
+                id="qb_oauth.E006",
+                hint=f"Keys: {', '.join(ENDPOINT_NAMES)}.",
+            )
+        )
+        endpoints = {}
+    bad_names = sorted(set(endpoints) - set(ENDPOINT_NAMES))
+    if bad_names:
+        errors.append(
+            Error(
+                f"QB_OAUTH['ENDPOINTS'] has unknown names: {', '.join(bad_names)}.",
+                hint=f"Known names: {', '.join(ENDPOINT_NAMES)}.",
+                id="qb_oauth.E006",
+            )
+        )
+    if not settings.DEBUG:
+        urls = {f"ENDPOINTS['{k}']": v for k, v in endpoints.items() if isinstance(v, str)}
+        if qb_settings.DISCOVERY_URL:
+            urls["DISCOVERY_URL"] = qb_settings.DISCOVERY_URL
+        for name, url in sorted(urls.items()):
+            if name != "ENDPOINTS['issuer']" and _insecure(url):
+                errors.append(
+                    Error(
+                        f"QB_OAUTH {name} is not https: {url}",
+                        hint="Intuit's endpoints are https. Plain http is allowed only on "
+                        "loopback (the fake Intuit) or with DEBUG = True.",
+                        id="qb_oauth.E003",
+                    )
+                )
+        redirect = qb_settings.REDIRECT_URI
+        if redirect and _insecure(redirect):
+            errors.append(
+                Warning(
+                    f"QB_OAUTH['REDIRECT_URI'] is not https: {redirect}",
+                    hint="Intuit accepts only https redirect URIs in production (localhost "
+                    "is allowed in development).",
+                    id="qb_oauth.W003",
+                )
+            )
+    for key in ("REFRESH_MARGIN", "KEEPALIVE_AGE", "HTTP_TIMEOUT", "SCHEDULE_MINUTES"):
+        try:
+            ok = float(getattr(qb_settings, key)) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            errors.append(
+                Error(
+                    f"QB_OAUTH['{key}'] must be a positive number.",
+                    hint=f"The default is {DEFAULTS[key]}.",
+                    id="qb_oauth.E006",
+                )
+            )
+    return errors
+
+
+@register(Tags.security, "qb_oauth")
+def check_fernet_keys(app_configs=None, **kwargs):
+    keys = getattr(settings, "FERNET_KEYS", None)
+    if keys is None:
+        return [
+            Warning(
+                "FERNET_KEYS is not set: QuickBooks tokens would be encrypted with a key "
+                "derived from SECRET_KEY.",
+                hint="Set FERNET_KEYS = [<a long random secret>] (kept apart from SECRET_KEY); "
+                "to rotate, put the new key first and keep the old ones after it, then run "
+                "`manage.py qb_rotate_keys`.",
+                id="qb_oauth.W001",
+            )
+        ]
+    if (
+        not isinstance(keys, list | tuple)
+        or not keys
+        or not all(isinstance(k, str | bytes) and len(k) > 0 for k in keys)
+    ):
+        return [
+            Error(
+                "FERNET_KEYS must be a non-empty list of non-empty strings.",
+                hint="FERNET_KEYS = [os.environ['FERNET_KEY']]; the first key encrypts, "
+                "every key decrypts.",
+                id="qb_oauth.E004",
+            )
+        ]
+    return []
+
+
+@register("qb_oauth")
+def check_installed(app_configs=None, **kwargs):
+    from django.apps import apps
+
+    errors = []
+    if not apps.is_installed("django_q"):
+        errors.append(
+            Warning(
+                "django_q is not in INSTALLED_APPS: nothing refreshes QuickBooks connections "
+                "on schedule.",
+                hint="Add 'django_q' to INSTALLED_APPS and run a cluster (manage.py qcluster), "
+                "or run `manage.py qb_refresh` from cron.",
+                id="qb_oauth.W002",
+            )
+        )
+    middleware = getattr(settings, "MIDDLEWARE", []) or []
+    if not any(m.endswith("SessionMiddleware") for m in middleware):
+        errors.append(
+            Error(
+                "The session middleware is missing: the OAuth state needs the session.",
+                hint="Add 'django.contrib.sessions.middleware.SessionMiddleware' to MIDDLEWARE.",
+                id="qb_oauth.E005",
+            )
+        )
+    return errors

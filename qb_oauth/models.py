@@ -1,0 +1,274 @@
+"""The data of qb_oauth: connections, their history, and the sweeps' summaries.
+
+No HTTP here: everything that speaks to Intuit lives in :mod:`qb_oauth.client`,
+and everything that writes tokens in :mod:`qb_oauth.tokens`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from fernet_fields import EncryptedTextField
+
+
+class Environment(models.TextChoices):
+    SANDBOX = "sandbox", _("Sandbox")
+    PRODUCTION = "production", _("Production")
+
+
+class ConnectionState(models.TextChoices):
+    ACTIVE = "active", _("Connected")
+    REAUTH_REQUIRED = "reauth_required", _("Needs reconnecting")
+    DISCONNECTED = "disconnected", _("Disconnected")
+
+
+class QuickBooksConnectionQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(state=ConnectionState.ACTIVE)
+
+    def for_user(self, user):
+        return self.filter(user=user)
+
+    def failing(self):
+        return self.filter(consecutive_failures__gt=0)
+
+    def refresh_expiring_within(self, seconds: float, now=None):
+        """Connections whose refresh token (rolling or hard) ends within ``seconds``."""
+        now = now or timezone.now()
+        limit = now + timedelta(seconds=seconds)
+        return self.filter(
+            Q(refresh_token_expires_at__lte=limit) | Q(refresh_token_hard_expires_at__lte=limit)
+        )
+
+    def due(self, now=None):
+        """Active connections the scheduled sweep should refresh now (see qb_oauth.tasks)."""
+        from .conf import qb_settings
+
+        now = now or timezone.now()
+        margin = now + timedelta(seconds=qb_settings.REFRESH_MARGIN)
+        recent = now - timedelta(seconds=qb_settings.RECENT_USE_WINDOW)
+        keepalive = now - timedelta(seconds=qb_settings.KEEPALIVE_AGE)
+        expiring_and_used = Q(access_token_expires_at__lte=margin) & Q(last_used_at__gte=recent)
+        stale = Q(last_refreshed_at__lte=keepalive) | Q(last_refreshed_at__isnull=True)
+        not_backing_off = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+        return self.active().filter(expiring_and_used | stale).filter(not_backing_off)
+
+
+class QuickBooksConnection(models.Model):
+    """One user's connection to one QuickBooks company (realm) in one environment.
+
+    Tokens are Fernet-encrypted with ``settings.FERNET_KEYS`` and never appear
+    in ``str()``, ``repr()``, the admin or a log line.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="quickbooks_connections",
+        verbose_name=_("owner"),
+    )
+    realm_id = models.CharField(
+        _("realm id"), max_length=32, help_text=_("Intuit's id of the QuickBooks company.")
+    )
+    environment = models.CharField(
+        _("environment"), max_length=16, choices=Environment.choices, default=Environment.SANDBOX
+    )
+    company_name = models.CharField(_("company"), max_length=255, blank=True)
+    scopes = models.CharField(
+        _("scopes"), max_length=500, blank=True, help_text=_("Space-separated scopes granted.")
+    )
+    intuit_user_id = models.CharField(
+        _("Intuit user id"),
+        max_length=255,
+        blank=True,
+        help_text=_("The `sub` of the id token, when the openid scope was granted."),
+    )
+
+    access_token = EncryptedTextField(_("access token"), null=True, blank=True, editable=False)
+    refresh_token = EncryptedTextField(_("refresh token"), null=True, blank=True, editable=False)
+    id_token = EncryptedTextField(_("id token"), null=True, blank=True, editable=False)
+    access_token_expires_at = models.DateTimeField(_("access token expires"), null=True, blank=True)
+    refresh_token_expires_at = models.DateTimeField(
+        _("refresh token expires"),
+        null=True,
+        blank=True,
+        help_text=_("Intuit's rolling expiry (x_refresh_token_expires_in), renewed by refreshing."),
+    )
+    refresh_token_hard_expires_at = models.DateTimeField(
+        _("refresh token hard expiry"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "The grant's absolute end (x_refresh_token_hard_expires_in): reconnect before."
+        ),
+    )
+    token_version = models.PositiveIntegerField(
+        _("token version"),
+        default=0,
+        editable=False,
+        help_text=_("Increases with every write of the tokens: the optimistic-concurrency check."),
+    )
+
+    state = models.CharField(
+        _("state"),
+        max_length=20,
+        choices=ConnectionState.choices,
+        default=ConnectionState.ACTIVE,
+        db_index=True,
+    )
+    connected_at = models.DateTimeField(_("connected"), default=timezone.now)
+    last_refreshed_at = models.DateTimeField(_("last refresh"), null=True, blank=True)
+    last_used_at = models.DateTimeField(_("last used"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    last_error_at = models.DateTimeField(_("last error at"), null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(_("consecutive failures"), default=0)
+    next_attempt_at = models.DateTimeField(
+        _("next attempt"),
+        null=True,
+        blank=True,
+        help_text=_("Backoff after outages: the sweep leaves the connection alone until then."),
+    )
+    expiry_warning_sent_at = models.DateTimeField(
+        _("expiry warning sent"), null=True, blank=True, editable=False
+    )
+
+    refresh_lease_owner = models.CharField(max_length=64, blank=True, editable=False)
+    refresh_lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    objects = QuickBooksConnectionQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("QuickBooks connection")
+        verbose_name_plural = _("QuickBooks connections")
+        ordering = ["-connected_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "realm_id", "environment"], name="qb_oauth_unique_user_realm_env"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["state", "access_token_expires_at"], name="qb_oauth_state_access_idx"
+            ),
+            models.Index(
+                fields=["state", "last_refreshed_at"], name="qb_oauth_state_refreshed_idx"
+            ),
+            models.Index(fields=["realm_id"], name="qb_oauth_realm_idx"),
+        ]
+
+    def __str__(self) -> str:
+        name = self.company_name or self.realm_id
+        return f"{name} ({self.get_environment_display()})"
+
+    def __repr__(self) -> str:
+        return (
+            f"<QuickBooksConnection pk={self.pk} realm_id={self.realm_id!r} "
+            f"environment={self.environment!r} state={self.state!r}>"
+        )
+
+    @property
+    def is_active(self) -> bool:
+        return self.state == ConnectionState.ACTIVE
+
+    @property
+    def needs_reconnect(self) -> bool:
+        return self.state == ConnectionState.REAUTH_REQUIRED
+
+    @property
+    def has_tokens(self) -> bool:
+        return bool(self.refresh_token)
+
+    def access_token_expired(self, margin: float = 0, now=None) -> bool:
+        if not self.access_token or self.access_token_expires_at is None:
+            return True
+        now = now or timezone.now()
+        return self.access_token_expires_at - timedelta(seconds=margin) <= now
+
+    def api_session(self):
+        """A ``requests`` session for this realm's Accounting API (see :mod:`qb_oauth.api`)."""
+        from .api import QuickBooksSession
+
+        return QuickBooksSession(self)
+
+    def quickbooks_client(self, **kwargs):
+        """A ready ``quickbooks.QuickBooks`` client (needs ``qb_oauth[quickbooks]``)."""
+        from .integrations.quickbooks import quickbooks_client
+
+        return quickbooks_client(self, **kwargs)
+
+
+class EventKind(models.TextChoices):
+    CONNECTED = "connected", _("Connected")
+    RECONNECTED = "reconnected", _("Reconnected")
+    REFRESHED = "refreshed", _("Tokens refreshed")
+    REFRESH_FAILED = "refresh_failed", _("Refresh failed")
+    REAUTH_REQUIRED = "reauth_required", _("Reconnection required")
+    REVOKED = "revoked", _("Revoked and disconnected")
+    DISCONNECTED_AT_INTUIT = "disconnected_at_intuit", _("Disconnected inside QuickBooks")
+    EXPIRY_WARNING = "expiry_warning", _("Refresh token expiring")
+    CHECKED = "checked", _("Connection checked")
+    CHECK_FAILED = "check_failed", _("Connection check failed")
+
+
+class ConnectionEvent(models.Model):
+    """Append-only history of a connection. ``detail`` never holds a token."""
+
+    connection = models.ForeignKey(
+        QuickBooksConnection,
+        on_delete=models.CASCADE,
+        related_name="events",
+        verbose_name=_("connection"),
+    )
+    kind = models.CharField(_("event"), max_length=32, choices=EventKind.choices)
+    at = models.DateTimeField(_("at"), default=timezone.now, db_index=True)
+    detail = models.TextField(_("detail"), blank=True)
+    intuit_tid = models.CharField(_("intuit_tid"), max_length=128, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("by"),
+        help_text=_("The admin or user who caused the event, when it was a person."),
+    )
+
+    class Meta:
+        verbose_name = _("connection event")
+        verbose_name_plural = _("connection events")
+        ordering = ["-at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class SweepRun(models.Model):
+    """The summary of one run of the scheduled refresh (``refresh_due_connections``)."""
+
+    started_at = models.DateTimeField(_("started"), default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    due = models.PositiveIntegerField(_("due"), default=0)
+    refreshed = models.PositiveIntegerField(_("refreshed"), default=0)
+    skipped_locked = models.PositiveIntegerField(_("skipped (locked)"), default=0)
+    skipped_fresh = models.PositiveIntegerField(_("skipped (already fresh)"), default=0)
+    failed_unavailable = models.PositiveIntegerField(_("failed (Intuit unavailable)"), default=0)
+    failed_other = models.PositiveIntegerField(_("failed (other)"), default=0)
+    reauth_required = models.PositiveIntegerField(_("marked reauth required"), default=0)
+    warnings_sent = models.PositiveIntegerField(_("expiry warnings sent"), default=0)
+    fanned_out = models.BooleanField(_("fanned out to the cluster"), default=False)
+
+    class Meta:
+        verbose_name = _("refresh sweep")
+        verbose_name_plural = _("refresh sweeps")
+        ordering = ["-started_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Sweep at {self.started_at:%Y-%m-%d %H:%M:%S}"

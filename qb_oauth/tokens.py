@@ -1,0 +1,607 @@
+"""The lifecycle of a connection's tokens: the only code that writes tokens.
+
+Single-flight refresh
+---------------------
+Intuit rotates refresh tokens and the old value may die the moment a new one
+is issued, so two workers refreshing one connection with the same refresh
+token can cost the connection. :func:`refresh` therefore lets exactly one
+caller talk to Intuit at a time, however many threads and processes ask.
+
+The lock is a **lease on the row**: a conditional ``UPDATE … SET
+refresh_lease_owner=<me>, refresh_lease_expires_at=<now + ttl> WHERE pk=…
+AND (lease is free or expired)``. We chose it over ``SELECT … FOR UPDATE``
+held across the call to Intuit because:
+
+* it holds on PostgreSQL *and* SQLite (where ``select_for_update`` is a
+  no-op), since a single conditional UPDATE is atomic on both;
+* no database transaction stays open while Intuit answers (up to
+  ``HTTP_TIMEOUT``): the tokens are then written in one short transaction;
+* a worker killed mid-refresh leaves a lease that expires by itself, instead
+  of relying on the database noticing a dead connection.
+
+The holder re-reads the row once it has the lease and does nothing if another
+caller refreshed in the meantime (expiry re-checked under the lock). The
+others poll the row until the tokens change, then return them; if the holder
+failed with an outage they raise :class:`IntuitUnavailable` too rather than
+hammering Intuit one after another.
+
+Intuit's answer is stored in one statement with everything it carries: the
+access token, the (possibly rotated) refresh token and both expiries. A
+successful answer is always stored: it is the newest refresh token Intuit
+knows. ``invalid_grant`` is trusted only after re-reading the stored refresh
+token: if another process stored a newer one, it is used once before the
+connection is marked ``reauth_required``.
+
+The one window that cannot be closed: a worker killed after Intuit issued a
+rotated refresh token and before the commit. The token Intuit issued is lost
+with the process, and the stored one is dead; the user must reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import client, signals
+from .conf import qb_settings
+from .exceptions import (
+    ConnectionNotActive,
+    IntuitError,
+    IntuitUnavailable,
+    QuickBooksError,
+    ReauthorizationRequired,
+)
+from .models import ConnectionEvent, ConnectionState, EventKind, QuickBooksConnection
+
+logger = logging.getLogger("qb_oauth.tokens")
+
+#: How often ``last_used_at`` is written by :func:`get_access_token` at most.
+USED_AT_GRANULARITY = timedelta(minutes=10)
+
+_POLL_START = 0.01
+_POLL_MAX = 0.05
+
+_LOADED_FIELDS = (
+    "state",
+    "access_token",
+    "access_token_expires_at",
+    "token_version",
+    "last_used_at",
+)
+
+
+def _now() -> datetime:
+    return timezone.now()
+
+
+def _lease_ttl() -> timedelta:
+    # Long enough that a live holder always finishes first: connect + read
+    # timeouts of one request, a second request after invalid_grant, and slack.
+    return timedelta(seconds=qb_settings.HTTP_TIMEOUT * 4 + 30)
+
+
+def _wait_limit() -> float:
+    return qb_settings.HTTP_TIMEOUT * 2 + 5
+
+
+def _qs():
+    return QuickBooksConnection.objects
+
+
+def _send_on_commit(signal, connection: QuickBooksConnection, **kwargs: Any) -> None:
+    transaction.on_commit(
+        lambda: signal.send(sender=QuickBooksConnection, connection=connection, **kwargs)
+    )
+
+
+def record_event(
+    connection: QuickBooksConnection | int,
+    kind: str,
+    detail: str = "",
+    *,
+    intuit_tid: str | None = None,
+    actor=None,
+) -> ConnectionEvent:
+    """Append an event to a connection's history. ``detail`` must never hold a token."""
+    pk = connection if isinstance(connection, int) else connection.pk
+    return ConnectionEvent.objects.create(
+        connection_id=pk,
+        kind=kind,
+        detail=detail[:2000],
+        intuit_tid=intuit_tid or "",
+        actor=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+
+
+def _expiry(now: datetime, seconds: int | None) -> datetime | None:
+    return None if seconds is None else now + timedelta(seconds=int(seconds))
+
+
+def _token_fields(tokens: client.TokenResponse, now: datetime) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token,
+        "access_token_expires_at": _expiry(now, tokens.expires_in),
+        "refresh_token_expires_at": _expiry(now, tokens.refresh_token_expires_in),
+        "last_refreshed_at": now,
+        "consecutive_failures": 0,
+        "last_error": "",
+        "last_error_at": None,
+        "next_attempt_at": None,
+        "state": ConnectionState.ACTIVE,
+        "refresh_lease_owner": "",
+        "refresh_lease_expires_at": None,
+    }
+    if tokens.refresh_token_hard_expires_in is not None:
+        fields["refresh_token_hard_expires_at"] = _expiry(now, tokens.refresh_token_hard_expires_in)
+    if tokens.id_token:
+        fields["id_token"] = tokens.id_token
+    return fields
+
+
+def _apply(connection: QuickBooksConnection, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        setattr(connection, name, value)
+
+
+# -- connect ---------------------------------------------------------------------
+
+
+def connect(
+    *,
+    user,
+    code: str,
+    realm_id: str,
+    redirect_uri: str,
+    scopes: list[str] | None = None,
+) -> tuple[QuickBooksConnection, bool]:
+    """Exchange a callback's code and store the connection (create or update).
+
+    Returns ``(connection, created)``. Raises before anything is stored when
+    Intuit refuses the code or cannot be reached. The company name is read
+    from the Accounting API; if that fails, the tokens are stored anyway (the
+    code cannot be exchanged twice) with an empty name.
+    """
+    environment = qb_settings.ENVIRONMENT
+    tokens = client.exchange_code(code=code, redirect_uri=redirect_uri)
+    intuit_user_id = ""
+    if tokens.id_token:
+        claims = client.verify_id_token(tokens.id_token)
+        if claims.realm_id and str(claims.realm_id) != str(realm_id):
+            raise IntuitError("The id token names another company than the callback.")
+        intuit_user_id = claims.sub
+    company_name = ""
+    try:
+        info = client.company_info(tokens.access_token, realm_id, environment)
+        company_name = str(info.get("CompanyName") or info.get("LegalName") or "")[:255]
+    except QuickBooksError as err:
+        logger.warning(
+            "Connected realm %s but could not read its name: %s", realm_id, err.describe()
+        )
+
+    now = _now()
+    values = _token_fields(tokens, now)
+    values["scopes"] = " ".join(scopes or qb_settings.SCOPES)[:500]
+    if company_name:
+        values["company_name"] = company_name
+    if intuit_user_id:
+        values["intuit_user_id"] = intuit_user_id[:255]
+    with transaction.atomic():
+        connection, created = (
+            _qs()
+            .select_for_update()
+            .get_or_create(
+                user=user,
+                realm_id=str(realm_id),
+                environment=environment,
+                defaults={"connected_at": now},
+            )
+        )
+        if not created:
+            values["connected_at"] = now
+        values["token_version"] = F("token_version") + 1
+        _qs().filter(pk=connection.pk).update(**values)
+        connection.refresh_from_db()
+        record_event(
+            connection,
+            EventKind.CONNECTED if created else EventKind.RECONNECTED,
+            f"Company {company_name or realm_id} ({environment}).",
+            intuit_tid=tokens.intuit_tid,
+            actor=user,
+        )
+        _send_on_commit(signals.connection_created, connection, created=created, user=user)
+    return connection, created
+
+
+# -- use ---------------------------------------------------------------------------
+
+
+def _raise_for_state(connection: QuickBooksConnection) -> None:
+    if connection.state == ConnectionState.REAUTH_REQUIRED:
+        raise ReauthorizationRequired("This QuickBooks connection must be reconnected by its user.")
+    if connection.state == ConnectionState.DISCONNECTED:
+        raise ConnectionNotActive("This QuickBooks connection is disconnected.")
+
+
+def get_access_token(connection: QuickBooksConnection) -> str:
+    """A valid access token for ``connection``.
+
+    While the stored token is more than ``REFRESH_MARGIN`` from expiry this is
+    one query and no network. Otherwise it refreshes through :func:`refresh`,
+    which calls Intuit at most once however many callers ask at once.
+    """
+    row = _qs().filter(pk=connection.pk).values(*_LOADED_FIELDS).get()
+    _apply(connection, row)
+    _raise_for_state(connection)
+    now = _now()
+    if not connection.access_token_expired(qb_settings.REFRESH_MARGIN, now):
+        last_used = row["last_used_at"]
+        if last_used is None or now - last_used > USED_AT_GRANULARITY:
+            _qs().filter(pk=connection.pk).update(last_used_at=now)
+            connection.last_used_at = now
+        return connection.access_token
+    connection.last_used_at = now
+    _qs().filter(pk=connection.pk).update(last_used_at=now)
+    refresh(connection)
+    return connection.access_token
+
+
+@dataclass
+class _Lease:
+    owner: str
+    acquired: bool
+    row: QuickBooksConnection | None = None
+
+
+def _try_lease(pk: int, owner: str) -> bool:
+    now = _now()
+    free = Q(refresh_lease_expires_at__isnull=True) | Q(refresh_lease_expires_at__lt=now)
+    return bool(
+        _qs()
+        .filter(pk=pk)
+        .filter(free)
+        .update(refresh_lease_owner=owner, refresh_lease_expires_at=now + _lease_ttl())
+    )
+
+
+def _release(pk: int, owner: str) -> None:
+    _qs().filter(pk=pk, refresh_lease_owner=owner).update(
+        refresh_lease_owner="", refresh_lease_expires_at=None
+    )
+
+
+def _acquire_or_wait(
+    connection: QuickBooksConnection,
+    done: Callable[[QuickBooksConnection], bool],
+) -> _Lease:
+    """Take the row's lease, or wait until ``done(row)`` says another holder did the work.
+
+    Returns a lease that is ``acquired`` (the caller must release it), or not
+    acquired with the row that satisfied ``done``.
+    """
+    owner = uuid.uuid4().hex
+    baseline_error_at = connection.last_error_at
+    deadline = time.monotonic() + _wait_limit()
+    delay = _POLL_START
+    while True:
+        if _try_lease(connection.pk, owner):
+            return _Lease(owner, True)
+        row = _qs().get(pk=connection.pk)
+        if done(row):
+            return _Lease(owner, False, row)
+        lease_free = row.refresh_lease_expires_at is None or row.refresh_lease_expires_at < _now()
+        if row.last_error_at != baseline_error_at and lease_free:
+            raise IntuitUnavailable(
+                f"A concurrent refresh failed: {row.last_error or 'Intuit unavailable'}"
+            )
+        if time.monotonic() > deadline:
+            raise IntuitUnavailable("Another worker is refreshing this connection; try again.")
+        time.sleep(delay * random.uniform(0.8, 1.2))
+        delay = min(delay * 1.5, _POLL_MAX)
+
+
+def refresh(
+    connection: QuickBooksConnection, force: bool = False, *, actor=None
+) -> QuickBooksConnection:
+    """Refresh ``connection``'s tokens at Intuit, single-flight (see the module's docstring).
+
+    Without ``force`` nothing happens when the stored access token is still
+    more than ``REFRESH_MARGIN`` from expiry. With ``force`` a refresh happens
+    unless another caller refreshed since ``connection`` was loaded.
+
+    Raises :class:`ReauthorizationRequired` (the user must reconnect),
+    :class:`IntuitUnavailable` (nothing stored changed; try later) or
+    :class:`ConnectionNotActive`. ``connection`` is updated in place.
+    """
+    baseline_version = connection.token_version
+    margin = qb_settings.REFRESH_MARGIN
+
+    def done(row: QuickBooksConnection) -> bool:
+        if row.state != ConnectionState.ACTIVE:
+            return True
+        if row.token_version != baseline_version:
+            return force or not row.access_token_expired(margin)
+        return False
+
+    lease = _acquire_or_wait(connection, done)
+    if not lease.acquired:
+        _copy_row(connection, lease.row)
+        _raise_for_state(connection)
+        return connection
+    try:
+        row = _qs().get(pk=connection.pk)
+        if done(row) or (not force and not row.access_token_expired(margin)):
+            _copy_row(connection, row)
+            _raise_for_state(connection)
+            return connection
+        if not row.refresh_token:
+            _raise_for_state(row)
+            raise ReauthorizationRequired("This QuickBooks connection has no refresh token.")
+        _refresh_holding_lease(connection, row, lease.owner, actor=actor)
+        return connection
+    finally:
+        _release(connection.pk, lease.owner)
+
+
+def _copy_row(connection: QuickBooksConnection, row: QuickBooksConnection) -> None:
+    for f in QuickBooksConnection._meta.concrete_fields:
+        setattr(connection, f.attname, getattr(row, f.attname))
+
+
+def _refresh_holding_lease(connection, row, owner: str, *, actor=None) -> None:
+    used = row.refresh_token
+    version = row.token_version
+    try:
+        try:
+            tokens = client.refresh_tokens(used)
+        except ReauthorizationRequired:
+            # Another process may have stored a newer refresh token (a
+            # reconnect, or a refresh whose lease outlived ours): try it once.
+            latest = _qs().get(pk=row.pk)
+            if not latest.refresh_token or latest.refresh_token == used:
+                raise
+            logger.info("Refresh of connection %s: retrying with a newer refresh token.", row.pk)
+            used, version = latest.refresh_token, latest.token_version
+            tokens = client.refresh_tokens(used)
+    except ReauthorizationRequired as err:
+        _mark_reauth_required(connection, version, err, actor=actor)
+        raise
+    except QuickBooksError as err:
+        _record_failure(connection, err, actor=actor)
+        raise
+
+    now = _now()
+    values = _token_fields(tokens, now)
+    values["token_version"] = F("token_version") + 1
+    rotated = tokens.refresh_token != used
+    with transaction.atomic():
+        # Always stored: this answer holds the newest refresh token Intuit issued.
+        _qs().filter(pk=row.pk).update(**values)
+        fresh = _qs().get(pk=row.pk)
+        record_event(
+            row.pk,
+            EventKind.REFRESHED,
+            "New refresh token issued." if rotated else "Access token renewed.",
+            intuit_tid=tokens.intuit_tid,
+            actor=actor,
+        )
+        _send_on_commit(signals.tokens_refreshed, fresh, rotated=rotated)
+    _copy_row(connection, fresh)
+
+
+def _mark_reauth_required(connection, version: int, err: QuickBooksError, *, actor=None) -> None:
+    now = _now()
+    with transaction.atomic():
+        changed = (
+            _qs()
+            .filter(pk=connection.pk, token_version=version)
+            .update(
+                state=ConnectionState.REAUTH_REQUIRED,
+                last_error=err.describe()[:2000],
+                last_error_at=now,
+                consecutive_failures=F("consecutive_failures") + 1,
+                next_attempt_at=None,
+            )
+        )
+        if not changed:
+            # Someone stored newer tokens meanwhile: their grant is alive.
+            fresh = _qs().get(pk=connection.pk)
+            _copy_row(connection, fresh)
+            return
+        fresh = _qs().get(pk=connection.pk)
+        record_event(
+            connection.pk,
+            EventKind.REAUTH_REQUIRED,
+            "Intuit answered invalid_grant.",
+            intuit_tid=err.intuit_tid,
+            actor=actor,
+        )
+        _send_on_commit(signals.reauthorization_required, fresh, reason="invalid_grant")
+    _copy_row(connection, fresh)
+    logger.warning("Connection %s needs reconnecting: %s", connection.pk, err.describe())
+
+
+def backoff_delay(failures: int) -> float:
+    """Seconds the sweep waits after ``failures`` consecutive outages (exponential, capped)."""
+    if failures <= 0:
+        return 0.0
+    return min(qb_settings.BACKOFF_MAX, qb_settings.BACKOFF_BASE * 2 ** min(failures - 1, 30))
+
+
+def _record_failure(connection, err: QuickBooksError, *, actor=None) -> None:
+    """Count an outage: nothing about the tokens changes."""
+    now = _now()
+    failures = (
+        _qs().filter(pk=connection.pk).values_list("consecutive_failures", flat=True).get() + 1
+    )
+    with transaction.atomic():
+        _qs().filter(pk=connection.pk).update(
+            consecutive_failures=F("consecutive_failures") + 1,
+            last_error=err.describe()[:2000],
+            last_error_at=now,
+            next_attempt_at=now + timedelta(seconds=backoff_delay(failures)),
+        )
+        record_event(
+            connection.pk,
+            EventKind.REFRESH_FAILED,
+            err.describe(),
+            intuit_tid=err.intuit_tid,
+            actor=actor,
+        )
+    connection.consecutive_failures = failures
+    connection.last_error = err.describe()[:2000]
+    connection.last_error_at = now
+    logger.warning("Refresh of connection %s failed: %s", connection.pk, err.describe())
+
+
+# -- revoke and disconnect ------------------------------------------------------------
+
+
+_CLEARED = {
+    "access_token": None,
+    "refresh_token": None,
+    "id_token": None,
+    "access_token_expires_at": None,
+    "refresh_lease_owner": "",
+    "refresh_lease_expires_at": None,
+    "next_attempt_at": None,
+    "state": ConnectionState.DISCONNECTED,
+}
+
+
+def revoke(
+    connection: QuickBooksConnection, *, actor=None, by: str = "user"
+) -> QuickBooksConnection:
+    """Revoke the grant at Intuit, then drop the tokens and mark the connection disconnected.
+
+    If Intuit cannot be reached, :class:`IntuitUnavailable` is raised and the
+    tokens are kept, so the user can try again.
+    """
+
+    def done(row: QuickBooksConnection) -> bool:
+        return row.state == ConnectionState.DISCONNECTED
+
+    lease = _acquire_or_wait(connection, done)
+    if not lease.acquired:
+        _copy_row(connection, lease.row)
+        return connection
+    try:
+        row = _qs().get(pk=connection.pk)
+        token = row.refresh_token or row.access_token
+        if token:
+            client.revoke_token(token)
+        with transaction.atomic():
+            _qs().filter(pk=row.pk).update(**_CLEARED, token_version=F("token_version") + 1)
+            fresh = _qs().get(pk=row.pk)
+            record_event(row.pk, EventKind.REVOKED, f"Revoked by {by}.", actor=actor)
+            _send_on_commit(signals.connection_disconnected, fresh, by=by)
+        _copy_row(connection, fresh)
+        return connection
+    finally:
+        _release(connection.pk, lease.owner)
+
+
+def disconnected_at_intuit(connection: QuickBooksConnection, *, actor=None) -> bool:
+    """Handle Intuit's Disconnect URL for ``connection``: confirm, then drop the tokens.
+
+    A link can be forged, so the grant is checked first with a forced refresh:
+    only when Intuit answers ``invalid_grant`` (the grant is gone) are the
+    tokens dropped and the connection marked disconnected. Returns whether it
+    was. Raises :class:`IntuitUnavailable` when Intuit cannot confirm.
+    """
+    if connection.state == ConnectionState.ACTIVE and connection.refresh_token:
+        try:
+            refresh(connection, force=True, actor=actor)
+        except ReauthorizationRequired:
+            pass
+        else:
+            return False
+    if connection.state == ConnectionState.DISCONNECTED and not connection.refresh_token:
+        return True
+    with transaction.atomic():
+        _qs().filter(pk=connection.pk).update(**_CLEARED, token_version=F("token_version") + 1)
+        fresh = _qs().get(pk=connection.pk)
+        record_event(
+            connection.pk,
+            EventKind.DISCONNECTED_AT_INTUIT,
+            "The user disconnected the app inside QuickBooks.",
+            actor=actor,
+        )
+        _send_on_commit(signals.connection_disconnected, fresh, by="intuit")
+    _copy_row(connection, fresh)
+    return True
+
+
+# -- checks and maintenance -------------------------------------------------------------
+
+
+def check_connection(connection: QuickBooksConnection, *, actor=None) -> str:
+    """Read CompanyInfo through :meth:`~QuickBooksConnection.api_session` and record the result.
+
+    Returns the company name; raises the :class:`QuickBooksError` met.
+    """
+    try:
+        with connection.api_session() as session:
+            response = session.get(f"companyinfo/{connection.realm_id}")
+            info = session.json_or_raise(response, "CompanyInfo").get("CompanyInfo") or {}
+        name = str(info.get("CompanyName") or info.get("LegalName") or "")
+    except QuickBooksError as err:
+        record_event(
+            connection,
+            EventKind.CHECK_FAILED,
+            err.describe(),
+            intuit_tid=err.intuit_tid,
+            actor=actor,
+        )
+        raise
+    if name and name != connection.company_name:
+        _qs().filter(pk=connection.pk).update(company_name=name[:255])
+        connection.company_name = name[:255]
+    record_event(connection, EventKind.CHECKED, f"Company {name or '(no name)'}.", actor=actor)
+    return name
+
+
+def reencrypt_all(batch_size: int = 200) -> int:
+    """Re-encrypt every stored token with the first key of ``FERNET_KEYS``.
+
+    Each row is rewritten only if its tokens did not change meanwhile
+    (``token_version``), so a refresh running at the same time never loses
+    its new tokens to this job. Returns the number of rows rewritten.
+    """
+    count = 0
+    ids = list(_qs().values_list("pk", flat=True).order_by("pk"))
+    for start in range(0, len(ids), batch_size):
+        for row in (
+            _qs()
+            .filter(pk__in=ids[start : start + batch_size])
+            .only("pk", "access_token", "refresh_token", "id_token", "token_version")
+        ):
+            for _attempt in range(5):
+                written = (
+                    _qs()
+                    .filter(pk=row.pk, token_version=row.token_version)
+                    .update(
+                        access_token=row.access_token,
+                        refresh_token=row.refresh_token,
+                        id_token=row.id_token,
+                    )
+                )
+                if written:
+                    count += 1
+                    break
+                row = (
+                    _qs()
+                    .only("pk", "access_token", "refresh_token", "id_token", "token_version")
+                    .get(pk=row.pk)
+                )
+    return count
