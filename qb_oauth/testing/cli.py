@@ -1,0 +1,65 @@
+"""Options shared by ``python -m qb_oauth.testing`` and ``manage.py qb_fake_intuit``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+from .fake import FakeIntuit
+from .server import FakeIntuitServer, describe
+
+DEFAULT_REDIRECT_URIS = (
+    "http://localhost:8000/quickbooks/callback/",
+    "http://127.0.0.1:8000/quickbooks/callback/",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, defaults: dict | None = None) -> None:
+    defaults = defaults or {}
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
+    parser.add_argument("--client-id", default=defaults.get("client_id", "qb-test-client"))
+    parser.add_argument("--client-secret", default=defaults.get("client_secret", "qb-test-secret"))
+    parser.add_argument(
+        "--redirect-uri",
+        action="append",
+        dest="redirect_uris",
+        metavar="URL",
+        help="a registered redirect URI (repeatable); default: " + ", ".join(DEFAULT_REDIRECT_URIS),
+    )
+    parser.add_argument(
+        "--environment",
+        choices=("sandbox", "production"),
+        default=defaults.get("environment", "sandbox"),
+    )
+    parser.add_argument("--disconnect-url", default=None, help="the app's Disconnect URL")
+
+
+def build(options: dict) -> FakeIntuit:
+    return FakeIntuit(
+        client_id=options["client_id"],
+        client_secret=options["client_secret"],
+        redirect_uris=options.get("redirect_uris") or DEFAULT_REDIRECT_URIS,
+        environment=options["environment"],
+        disconnect_url=options.get("disconnect_url"),
+    )
+
+
+def serve(fake: FakeIntuit, host: str, port: int, out: TextIO = sys.stdout) -> None:
+    """Start the server, print how to use it, block until Ctrl-C."""
+    server = FakeIntuitServer(fake, host=host, port=port).start()
+    try:
+        describe(fake, out)
+        server.serve_forever()
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m qb_oauth.testing", description="Serve the fake Intuit."
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    serve(build(vars(args)), args.host, args.port)

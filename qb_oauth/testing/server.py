@@ -1,0 +1,179 @@
+"""The fake Intuit as a real HTTP server on a loopback port, in a background thread.
+
+Serves ``FakeIntuit.wsgi_app`` with wsgiref and one thread per connection.
+Faults that lose the answer are done to the socket: "reset" closes it with
+an RST (SO_LINGER 0), "timeout" holds it for ``fake.timeout_seconds`` and
+then closes it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import socketserver
+import struct
+import sys
+import threading
+from typing import TYPE_CHECKING, TextIO
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+
+from .fake import DropConnection
+
+if TYPE_CHECKING:
+    from .fake import FakeIntuit
+
+
+class _ServerHandler(ServerHandler):
+    request_handler: _RequestHandler
+
+    def handle_error(self) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, DropConnection) and not self.headers_sent:
+            self.request_handler.drop = exc
+            return
+        super().handle_error()
+
+    def log_exception(self, exc_info) -> None:
+        # wsgiref prints tracebacks to stderr; keep them, they are bugs in the fake.
+        super().log_exception(exc_info)
+
+
+class _RequestHandler(WSGIRequestHandler):
+    drop: DropConnection | None = None
+
+    def handle(self) -> None:
+        # wsgiref's handle(), with a ServerHandler that can drop the connection.
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = ""
+            self.request_version = ""
+            self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():
+            return
+        handler = _ServerHandler(
+            self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=True
+        )
+        handler.request_handler = self
+        handler.run(self.server.get_app())
+        if self.drop is not None:
+            self._drop_connection(self.drop)
+
+    def _drop_connection(self, drop: DropConnection) -> None:
+        sock = self.connection
+        if drop.kind == "timeout":
+            drop.sleep(drop.seconds)
+        else:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args) -> None:
+        pass
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, OSError)):
+            return  # the client went away, or we dropped the connection on purpose
+        super().handle_error(request, client_address)
+
+
+class FakeIntuitServer:
+    """Serve ``fake`` over HTTP on ``host:port`` (port 0: a free one) in a daemon thread.
+
+    While running, ``fake.base_url`` is the server's URL, so ``fake.discovery_url``
+    and the other URLs point at it; ``stop()`` restores the previous one.
+    """
+
+    def __init__(self, fake: FakeIntuit, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.fake = fake
+        self.host = host
+        self.port = port
+        self._httpd: _ThreadingWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._previous_base_url: str | None = None
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the server is not running")
+        host = self.host if self.host not in ("0.0.0.0", "", "::") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> FakeIntuitServer:
+        if self._httpd is not None:
+            return self
+        httpd = _ThreadingWSGIServer((self.host, self.port), _RequestHandler)
+        httpd.set_app(self.fake.wsgi_app)
+        self._httpd = httpd
+        self.port = httpd.server_address[1]
+        self.fake._interrupt.clear()
+        self._previous_base_url = self.fake.base_url
+        self.fake.base_url = self.url
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"fake-intuit:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        self.fake._interrupt.set()  # wake sleeping "timeout" faults and latencies
+        httpd.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._previous_base_url is not None:
+            self.fake.base_url = self._previous_base_url
+
+    def serve_forever(self) -> None:
+        """Block until Ctrl-C (for the command line)."""
+        self.start()
+        try:
+            while self._thread is not None and self._thread.is_alive():
+                self._thread.join(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def __enter__(self) -> FakeIntuitServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = self.url if self._httpd is not None else "stopped"
+        return f"<FakeIntuitServer {state}>"
+
+
+def describe(fake: FakeIntuit, out: TextIO) -> None:
+    """Print where the fake is and the ``QB_OAUTH`` setting that points a site at it."""
+    out.write(f"Fake Intuit ({fake.environment}) serving at {fake.base_url}\n")
+    out.write(f"Discovery URL: {fake.discovery_url_for(fake.environment)}\n")
+    out.write(f"Redirect URIs: {', '.join(fake.redirect_uris) or '(none)'}\n")
+    out.write("Companies:\n")
+    for company in fake.companies:
+        out.write(f"  {company.realm_id}  {company.name}\n")
+    out.write("QB_OAUTH = " + json.dumps(fake.qb_oauth_settings(), indent=4) + "\n")
+    out.write("Press Ctrl-C to stop.\n")
+    out.flush()
