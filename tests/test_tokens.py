@@ -1,0 +1,331 @@
+"""The lifecycle in qb_oauth.tokens, against the fake Intuit over real HTTP."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from qb_oauth import signals, tokens
+from qb_oauth.exceptions import (
+    ConnectionNotActive,
+    IntuitError,
+    IntuitUnavailable,
+    ReauthorizationRequired,
+)
+from qb_oauth.models import ConnectionEvent, ConnectionState, EventKind, QuickBooksConnection
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TOKEN_FIELDS = (
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "access_token_expires_at",
+    "refresh_token_expires_at",
+    "refresh_token_hard_expires_at",
+    "token_version",
+    "state",
+)
+
+
+def snapshot(conn):
+    row = QuickBooksConnection.objects.get(pk=conn.pk)
+    return {f: getattr(row, f) for f in TOKEN_FIELDS}
+
+
+def expire_access(conn, seconds_ago=10):
+    QuickBooksConnection.objects.filter(pk=conn.pk).update(
+        access_token_expires_at=timezone.now() - timedelta(seconds=seconds_ago)
+    )
+    conn.refresh_from_db()
+
+
+class Recorder:
+    def __init__(self, signal):
+        self.calls = []
+        self.signal = signal
+
+    def __call__(self, sender, **kwargs):
+        self.calls.append(kwargs)
+
+    def __enter__(self):
+        self.signal.connect(self, weak=False)
+        return self
+
+    def __exit__(self, *exc):
+        self.signal.disconnect(self)
+
+
+def test_connect_stores_tokens_expiries_name_and_event(fake_intuit, user, connect_realm):
+    realm = fake_intuit.companies[0].realm_id
+    with Recorder(signals.connection_created) as created:
+        conn = connect_realm(user, realm)
+    grant = fake_intuit.grant_for_realm(realm)
+    assert conn.realm_id == realm
+    assert conn.company_name == fake_intuit.companies[0].name
+    assert conn.state == ConnectionState.ACTIVE
+    assert conn.refresh_token == grant.current_refresh_token
+    assert conn.access_token in grant.access_tokens
+    now = timezone.now()
+    assert timedelta(minutes=59) < conn.access_token_expires_at - now <= timedelta(hours=1)
+    assert timedelta(days=100) < conn.refresh_token_expires_at - now <= timedelta(days=101)
+    assert conn.refresh_token_hard_expires_at - now > timedelta(days=4 * 365)
+    assert list(conn.events.values_list("kind", flat=True)) == [EventKind.CONNECTED]
+    assert created.calls and created.calls[0]["created"] is True
+
+
+def test_connect_again_updates_the_same_connection(fake_intuit, user, connect_realm):
+    first = connect_realm(user)
+    second = connect_realm(user)
+    assert first.pk == second.pk
+    assert QuickBooksConnection.objects.count() == 1
+    assert second.refresh_token == fake_intuit.grants[-1].current_refresh_token
+    assert second.events.first().kind == EventKind.RECONNECTED
+
+
+def test_connect_with_openid_verifies_the_id_token(fake_intuit, user, connect_realm):
+    conn = connect_realm(user, scopes=["com.intuit.quickbooks.accounting", "openid", "email"])
+    assert conn.id_token
+    assert conn.intuit_user_id
+
+
+def test_connect_with_a_rejected_code_stores_nothing(fake_intuit, user):
+    with pytest.raises(ReauthorizationRequired):
+        tokens.connect(user=user, code="not-a-code", realm_id="123",
+                       redirect_uri="http://testserver/quickbooks/callback/")
+    assert QuickBooksConnection.objects.count() == 0
+
+
+@pytest.mark.parametrize("kind", ["503", "429", "timeout", "reset", "malformed"])
+def test_connect_when_intuit_is_down_stores_nothing(fake_intuit, user, settings, kind):
+    settings.QB_OAUTH = {**settings.QB_OAUTH, "HTTP_TIMEOUT": 0.5}
+    fake_intuit.timeout_seconds = 1.5
+    from qb_oauth import client
+
+    url = client.authorization_url(state="s", redirect_uri="http://testserver/quickbooks/callback/")
+    redirect = fake_intuit.consent(url, realm_id=fake_intuit.companies[0].realm_id)
+    code = redirect.split("code=")[1].split("&")[0]
+    fake_intuit.inject_fault("token", kind)
+    with pytest.raises(IntuitUnavailable):
+        tokens.connect(user=user, code=code, realm_id=fake_intuit.companies[0].realm_id,
+                       redirect_uri="http://testserver/quickbooks/callback/")
+    assert QuickBooksConnection.objects.count() == 0
+
+
+def test_fresh_token_is_one_query_and_no_network(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    tokens.get_access_token(conn)  # writes last_used_at once
+    fake_intuit.reset_counters()
+    with CaptureQueriesContext(db_connection) as queries:
+        token = tokens.get_access_token(conn)
+    assert token == conn.access_token
+    assert len(queries) == 1
+    assert sum(fake_intuit.counts.values()) == 0
+
+
+def test_expired_token_is_refreshed_and_stored(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    old_access = conn.access_token
+    expire_access(conn)
+    with Recorder(signals.tokens_refreshed) as refreshed:
+        token = tokens.get_access_token(conn)
+    assert token != old_access
+    stored = QuickBooksConnection.objects.get(pk=conn.pk)
+    assert stored.access_token == token
+    assert stored.access_token_expires_at > timezone.now() + timedelta(minutes=50)
+    assert stored.refresh_token == fake_intuit.current_refresh_token(conn.realm_id)
+    assert fake_intuit.counts["token.refresh_token"] == 1
+    assert stored.events.first().kind == EventKind.REFRESHED
+    assert refreshed.calls and refreshed.calls[0]["connection"].pk == conn.pk
+
+
+def test_token_within_margin_counts_as_expired(fake_intuit, user, connect_realm, settings):
+    conn = connect_realm(user)
+    QuickBooksConnection.objects.filter(pk=conn.pk).update(
+        access_token_expires_at=timezone.now() + timedelta(seconds=200)
+    )
+    tokens.get_access_token(conn)
+    assert fake_intuit.counts["token.refresh_token"] == 1
+
+
+def test_rotated_refresh_token_is_stored(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    first_rt = conn.refresh_token
+    fake_intuit.clock.advance(86400 + 60)
+    expire_access(conn)
+    tokens.get_access_token(conn)
+    stored = QuickBooksConnection.objects.get(pk=conn.pk)
+    assert stored.refresh_token != first_rt
+    assert stored.refresh_token == fake_intuit.current_refresh_token(conn.realm_id)
+
+
+def test_refresh_without_force_does_nothing_when_fresh(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    tokens.refresh(conn)
+    assert fake_intuit.counts["token.refresh_token"] == 0
+    tokens.refresh(conn, force=True)
+    assert fake_intuit.counts["token.refresh_token"] == 1
+
+
+@pytest.mark.parametrize("kind", ["500", "502", "503", "429", "timeout", "reset", "malformed"])
+def test_outage_changes_no_token_and_raises_unavailable(fake_intuit, user, connect_realm, settings,
+                                                        kind):
+    settings.QB_OAUTH = {**settings.QB_OAUTH, "HTTP_TIMEOUT": 0.5}
+    fake_intuit.timeout_seconds = 1.5
+    conn = connect_realm(user)
+    expire_access(conn)
+    before = snapshot(conn)
+    fake_intuit.inject_fault("token", kind)
+    with pytest.raises(IntuitUnavailable) as info:
+        tokens.get_access_token(conn)
+    assert snapshot(conn) == before
+    stored = QuickBooksConnection.objects.get(pk=conn.pk)
+    assert stored.state == ConnectionState.ACTIVE
+    assert stored.consecutive_failures == 1
+    assert stored.next_attempt_at > timezone.now()
+    assert stored.last_error
+    assert stored.events.first().kind == EventKind.REFRESH_FAILED
+    for secret in (before["access_token"], before["refresh_token"]):
+        assert secret not in str(info.value)
+        assert secret not in stored.last_error
+    # Intuit back: the next call works and clears the failure count.
+    assert tokens.get_access_token(conn)
+    stored.refresh_from_db()
+    assert stored.consecutive_failures == 0 and stored.next_attempt_at is None
+
+
+def test_invalid_grant_marks_reauth_required(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    fake_intuit.revoke_grant(conn.realm_id)
+    expire_access(conn)
+    with Recorder(signals.reauthorization_required) as reauth:
+        with pytest.raises(ReauthorizationRequired):
+            tokens.get_access_token(conn)
+    stored = QuickBooksConnection.objects.get(pk=conn.pk)
+    assert stored.state == ConnectionState.REAUTH_REQUIRED
+    assert stored.refresh_token  # kept: nothing to gain by dropping it
+    assert stored.events.first().kind == EventKind.REAUTH_REQUIRED
+    assert len(reauth.calls) == 1
+    with pytest.raises(ReauthorizationRequired):
+        tokens.get_access_token(conn)
+    assert fake_intuit.counts["token.refresh_token"] == 1  # no second call
+
+
+def test_invalid_grant_after_another_process_rotated_is_not_reauth(fake_intuit, user,
+                                                                    connect_realm):
+    """Another process stored a newer refresh token while we held an old one: use it."""
+    conn = connect_realm(user)
+    old_rt = conn.refresh_token
+    # "Another process" rotates: the fake issues a new refresh token which is stored.
+    fake_intuit.clock.advance(86400 + 60)
+    other = QuickBooksConnection.objects.get(pk=conn.pk)
+    tokens.refresh(other, force=True)
+    new_rt = QuickBooksConnection.objects.get(pk=conn.pk).refresh_token
+    assert new_rt != old_rt
+    # Our worker still calls Intuit with the old, now dead, value (as a worker whose
+    # lease outlived its holder would), and must not mark the connection reauth_required.
+    from qb_oauth import client
+
+    with pytest.raises(ReauthorizationRequired):
+        client.refresh_tokens(old_rt)
+    row = QuickBooksConnection.objects.get(pk=conn.pk)
+    row.refresh_token = old_rt
+    tokens._refresh_holding_lease(conn, row, owner="x")
+    stored = QuickBooksConnection.objects.get(pk=conn.pk)
+    assert stored.state == ConnectionState.ACTIVE
+    assert stored.refresh_token == fake_intuit.current_refresh_token(conn.realm_id)
+    assert not stored.events.filter(kind=EventKind.REAUTH_REQUIRED).exists()
+
+
+def test_invalid_client_is_not_reauth(fake_intuit, user, connect_realm, settings):
+    conn = connect_realm(user)
+    expire_access(conn)
+    settings.QB_OAUTH = {**settings.QB_OAUTH, "CLIENT_SECRET": "wrong"}
+    with pytest.raises(IntuitError):
+        tokens.get_access_token(conn)
+    assert QuickBooksConnection.objects.get(pk=conn.pk).state == ConnectionState.ACTIVE
+
+
+def test_revoke_ends_the_grant_and_drops_tokens(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    with Recorder(signals.connection_disconnected) as disconnected:
+        tokens.revoke(conn, actor=user)
+    stored = QuickBooksConnection.objects.get(pk=conn.pk)
+    assert stored.state == ConnectionState.DISCONNECTED
+    assert stored.access_token is None and stored.refresh_token is None
+    assert fake_intuit.grant_for_realm(conn.realm_id) is None
+    assert stored.events.first().kind == EventKind.REVOKED
+    assert stored.events.first().actor == user
+    assert disconnected.calls[0]["by"] == "user"
+    with pytest.raises(ConnectionNotActive):
+        tokens.get_access_token(stored)
+
+
+def test_revoke_when_intuit_is_down_keeps_tokens(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    before = snapshot(conn)
+    fake_intuit.inject_fault("revoke", "503")
+    with pytest.raises(IntuitUnavailable):
+        tokens.revoke(conn)
+    assert snapshot(conn) == before
+
+
+def test_revoke_of_an_already_revoked_grant_still_disconnects(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    fake_intuit.revoke_grant(conn.realm_id)
+    tokens.revoke(conn)
+    assert QuickBooksConnection.objects.get(pk=conn.pk).state == ConnectionState.DISCONNECTED
+
+
+def test_disconnected_at_intuit_is_checked_before_dropping(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    # A forged Disconnect URL: the grant is alive, nothing is dropped.
+    assert tokens.disconnected_at_intuit(conn) is False
+    assert QuickBooksConnection.objects.get(pk=conn.pk).state == ConnectionState.ACTIVE
+    fake_intuit.revoke_grant(conn.realm_id)
+    assert tokens.disconnected_at_intuit(conn) is True
+    stored = QuickBooksConnection.objects.get(pk=conn.pk)
+    assert stored.state == ConnectionState.DISCONNECTED and stored.refresh_token is None
+    assert stored.events.first().kind == EventKind.DISCONNECTED_AT_INTUIT
+
+
+def test_api_session_reads_company_and_retries_once_after_401(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    with conn.api_session() as session:
+        data = session.json_or_raise(session.get(f"companyinfo/{conn.realm_id}"))
+    assert data["CompanyInfo"]["CompanyName"] == conn.company_name
+    # Intuit's clock passes the hour, ours does not: the API answers 401, the
+    # session forces one refresh and retries.
+    fake_intuit.clock.advance(3700)
+    fake_intuit.reset_counters()
+    with conn.api_session() as session:
+        response = session.get(f"companyinfo/{conn.realm_id}")
+    assert response.status_code == 200
+    assert fake_intuit.counts["token.refresh_token"] == 1
+    assert fake_intuit.counts["api"] == 2
+
+
+def test_check_connection_records_event(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    assert tokens.check_connection(conn, actor=user) == conn.company_name
+    assert conn.events.first().kind == EventKind.CHECKED
+
+
+def test_repr_and_str_show_no_token(fake_intuit, user, connect_realm):
+    conn = connect_realm(user, scopes=["com.intuit.quickbooks.accounting", "openid"])
+    for text in (repr(conn), str(conn)):
+        for secret in (conn.access_token, conn.refresh_token, conn.id_token):
+            assert secret not in text
+
+
+def test_events_never_hold_tokens(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    expire_access(conn)
+    tokens.get_access_token(conn)
+    tokens.revoke(conn)
+    issued = fake_intuit.issued_tokens()
+    for event in ConnectionEvent.objects.all():
+        for secret in issued:
+            assert secret not in event.detail
