@@ -81,6 +81,10 @@ else:
         }
     }
 
+# Worker processes started by a test point at the test's own database.
+if os.environ.get("QB_TEST_DB_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["QB_TEST_DB_NAME"]
+
 STATIC_URL = "/static/"
 LOGIN_URL = "/accounts/login/"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
