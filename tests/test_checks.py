@@ -1,0 +1,84 @@
+"""System checks: every misconfiguration has an id and a hint."""
+
+import pytest
+from django.core.checks import run_checks
+
+from qb_oauth.conf import qb_settings
+
+BASE = {"CLIENT_ID": "id", "CLIENT_SECRET": "secret"}
+
+
+def ids(**kwargs):
+    return sorted({m.id for m in run_checks() if m.id.startswith("qb_oauth.")})
+
+
+def test_test_settings_are_clean():
+    assert ids() == []
+
+
+@pytest.mark.parametrize(
+    "qb, expected",
+    [
+        ({}, "qb_oauth.E001"),
+        ({"CLIENT_ID": "id"}, "qb_oauth.E001"),
+        ({**BASE, "ENVIRONMENT": "staging"}, "qb_oauth.E002"),
+        ({**BASE, "ENDPOINTS": {"token": "http://intuit.example.com/token"}}, "qb_oauth.E003"),
+        ({**BASE, "DISCOVERY_URL": "http://intuit.example.com/.well-known"}, "qb_oauth.E003"),
+        ({**BASE, "CLIENT_SCRET": "typo"}, "qb_oauth.E006"),
+        ({**BASE, "ENDPOINTS": {"tokens": "https://x"}}, "qb_oauth.E006"),
+        ({**BASE, "HTTP_TIMEOUT": 0}, "qb_oauth.E006"),
+        ({**BASE, "REDIRECT_URI": "http://site.example.com/cb/"}, "qb_oauth.W003"),
+    ],
+)
+def test_each_misconfiguration_has_its_id(settings, qb, expected):
+    settings.QB_OAUTH = qb
+    messages = [m for m in run_checks() if m.id == expected]
+    assert messages, ids()
+    assert all(m.hint for m in messages)
+
+
+def test_loopback_http_is_allowed_for_the_fake(settings):
+    settings.QB_OAUTH = {**BASE, "DISCOVERY_URL": "http://127.0.0.1:8765/.well-known/x",
+                         "ENDPOINTS": {"api_base": "http://localhost:8765/api"}}
+    assert ids() == []
+
+
+def test_http_is_allowed_with_debug(settings):
+    settings.DEBUG = True
+    settings.QB_OAUTH = {**BASE, "ENDPOINTS": {"token": "http://intuit.example.com/token"}}
+    assert ids() == []
+
+
+def test_qb_oauth_must_be_a_dict(settings):
+    settings.QB_OAUTH = ["nope"]
+    assert ids() == ["qb_oauth.E006"]
+
+
+def test_fernet_keys(settings):
+    del settings.FERNET_KEYS
+    assert ids() == ["qb_oauth.W001"]
+    settings.FERNET_KEYS = []
+    assert ids() == ["qb_oauth.E004"]
+    settings.FERNET_KEYS = "a-string-not-a-list"
+    assert ids() == ["qb_oauth.E004"]
+
+
+def test_django_q_missing(settings):
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "django_q"]
+    assert "qb_oauth.W002" in ids()
+
+
+def test_session_middleware_missing(settings):
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "SessionMiddleware" not in m]
+    assert "qb_oauth.E005" in ids()
+
+
+def test_settings_are_read_lazily(settings):
+    assert qb_settings.REFRESH_MARGIN == 300
+    settings.QB_OAUTH = {**BASE, "REFRESH_MARGIN": 60}
+    assert qb_settings.REFRESH_MARGIN == 60
+    from datetime import timedelta
+
+    settings.QB_OAUTH = {**BASE, "KEEPALIVE_AGE": timedelta(hours=12), "SCOPES": "a b"}
+    assert qb_settings.KEEPALIVE_AGE == 43200
+    assert qb_settings.SCOPES == ["a", "b"]
