@@ -35,9 +35,12 @@ def main() -> int:
         results["PostgreSQL"] = run("PostgreSQL", {"QB_TEST_DB": "postgres"})
     else:
         banner = "!" * 72
-        print(f"\n{banner}\n!! PostgreSQL is not reachable at {HOST}:{PORT}.\n"
-              "!! The concurrency proofs need real row locks: only SQLite was tested.\n"
-              f"{banner}", flush=True)
+        print(
+            f"\n{banner}\n!! PostgreSQL is not reachable at {HOST}:{PORT}.\n"
+            "!! The concurrency proofs need real row locks: only SQLite was tested.\n"
+            f"{banner}",
+            flush=True,
+        )
         if ci:
             print("CI=true: a missing PostgreSQL is a failure.")
             results["PostgreSQL"] = 1

@@ -38,8 +38,11 @@ def test_each_misconfiguration_has_its_id(settings, qb, expected):
 
 
 def test_loopback_http_is_allowed_for_the_fake(settings):
-    settings.QB_OAUTH = {**BASE, "DISCOVERY_URL": "http://127.0.0.1:8765/.well-known/x",
-                         "ENDPOINTS": {"api_base": "http://localhost:8765/api"}}
+    settings.QB_OAUTH = {
+        **BASE,
+        "DISCOVERY_URL": "http://127.0.0.1:8765/.well-known/x",
+        "ENDPOINTS": {"api_base": "http://localhost:8765/api"},
+    }
     assert ids() == []
 
 

@@ -20,14 +20,17 @@ def exchange(fake, realm_id=None, scopes=None):
 
 def test_intuit_endpoints_without_discovery(settings):
     settings.QB_OAUTH = {"CLIENT_ID": "a", "CLIENT_SECRET": "b", "ENVIRONMENT": "production"}
-    assert client.endpoints() == {k: v for k, v in INTUIT_ENDPOINTS["production"].items()
-                                  if k != "discovery"}
+    assert client.endpoints() == {
+        k: v for k, v in INTUIT_ENDPOINTS["production"].items() if k != "discovery"
+    }
     assert client.api_base("sandbox") == "https://sandbox-quickbooks.api.intuit.com"
 
 
 def test_endpoint_overrides_win_over_discovery(fake_intuit, settings):
-    settings.QB_OAUTH = {**settings.QB_OAUTH, "ENDPOINTS": {
-        **settings.QB_OAUTH["ENDPOINTS"], "revocation": "https://example.com/revoke"}}
+    settings.QB_OAUTH = {
+        **settings.QB_OAUTH,
+        "ENDPOINTS": {**settings.QB_OAUTH["ENDPOINTS"], "revocation": "https://example.com/revoke"},
+    }
     eps = client.endpoints()
     assert eps["revocation"] == "https://example.com/revoke"
     assert eps["token"] == fake_intuit.token_url
@@ -40,8 +43,9 @@ def test_discovery_is_fetched_once(fake_intuit):
 
 
 def test_authorization_url_carries_intuit_parameters(fake_intuit, settings):
-    url = client.authorization_url(state="abc", redirect_uri=CALLBACK,
-                                   scopes=["com.intuit.quickbooks.accounting", "openid"])
+    url = client.authorization_url(
+        state="abc", redirect_uri=CALLBACK, scopes=["com.intuit.quickbooks.accounting", "openid"]
+    )
     parts = urlsplit(url)
     query = parse_qs(parts.query)
     assert url.startswith(fake_intuit.authorization_url)
@@ -91,8 +95,12 @@ def test_outage_keeps_intuit_tid(fake_intuit):
 
 
 def test_unreachable_intuit_is_unavailable(settings):
-    settings.QB_OAUTH = {"CLIENT_ID": "a", "CLIENT_SECRET": "b", "HTTP_TIMEOUT": 1,
-                         "ENDPOINTS": {"token": "http://127.0.0.1:9/token"}}
+    settings.QB_OAUTH = {
+        "CLIENT_ID": "a",
+        "CLIENT_SECRET": "b",
+        "HTTP_TIMEOUT": 1,
+        "ENDPOINTS": {"token": "http://127.0.0.1:9/token"},
+    }
     with pytest.raises(IntuitUnavailable):
         client.refresh_tokens("RT1-anything")
 
@@ -116,7 +124,11 @@ def test_userinfo_and_id_token(fake_intuit):
 def test_forged_id_token_is_refused(fake_intuit):
     import jwt
 
-    forged = jwt.encode({"sub": "x", "aud": ["qb-test-client"]}, "a-secret-of-at-least-thirty-two-bytes", algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "x", "aud": ["qb-test-client"]},
+        "a-secret-of-at-least-thirty-two-bytes",
+        algorithm="HS256",
+    )
     with pytest.raises(IntuitError):
         client.verify_id_token(forged)
 
@@ -124,8 +136,10 @@ def test_forged_id_token_is_refused(fake_intuit):
 def test_company_info(fake_intuit):
     tokens = exchange(fake_intuit)
     realm = fake_intuit.companies[0].realm_id
-    assert client.company_info(tokens.access_token, realm)["CompanyName"] == \
-        fake_intuit.companies[0].name
+    assert (
+        client.company_info(tokens.access_token, realm)["CompanyName"]
+        == fake_intuit.companies[0].name
+    )
 
 
 def test_in_process_fake_goes_through_the_same_client(fake_intuit_inprocess):

@@ -62,8 +62,10 @@ def test_50_threads_in_4_processes_cause_one_refresh(fake_intuit, user, connect_
     db_name = db_connection.settings_dict["NAME"]
     per_process = [13, 13, 12, 12]
     procs = [
-        ctx.Process(target=ask_for_token,
-                    args=(db_name, dict(settings.QB_OAUTH), conn.pk, n, ready, start, results))
+        ctx.Process(
+            target=ask_for_token,
+            args=(db_name, dict(settings.QB_OAUTH), conn.pk, n, ready, start, results),
+        )
         for n in per_process
     ]
     for p in procs:
@@ -88,8 +90,9 @@ def test_50_threads_in_4_processes_cause_one_refresh(fake_intuit, user, connect_
     assert stored.events.filter(kind=EventKind.REFRESHED).count() == 1
 
 
-def test_rotation_without_grace_then_concurrent_refreshes_lose_nothing(fake_intuit, user,
-                                                                        connect_realm):
+def test_rotation_without_grace_then_concurrent_refreshes_lose_nothing(
+    fake_intuit, user, connect_realm
+):
     conn = connect_realm(user)
     fake_intuit.rotation_interval = 0
     fake_intuit.rotation_grace = 0
@@ -112,8 +115,9 @@ def test_rotation_without_grace_then_concurrent_refreshes_lose_nothing(fake_intu
     assert not stored.events.filter(kind=EventKind.REAUTH_REQUIRED).exists()
 
 
-def test_waiters_raise_unavailable_when_the_holder_meets_an_outage(fake_intuit, user,
-                                                                     connect_realm):
+def test_waiters_raise_unavailable_when_the_holder_meets_an_outage(
+    fake_intuit, user, connect_realm
+):
     conn = connect_realm(user)
     expire(conn)
     before = QuickBooksConnection.objects.get(pk=conn.pk)

@@ -37,8 +37,9 @@ def keys(settings):
 def test_raw_columns_hold_no_plaintext(fake_intuit, user, connect_realm):
     conn = connect_realm(user, scopes=["com.intuit.quickbooks.accounting", "openid"])
     raw = raw_columns(conn.pk)
-    for secret, stored in zip((conn.access_token, conn.refresh_token, conn.id_token), raw,
-                              strict=True):
+    for secret, stored in zip(
+        (conn.access_token, conn.refresh_token, conn.id_token), raw, strict=True
+    ):
         assert secret
         assert secret.encode() not in stored
         assert stored.startswith(b"gAAAAA")  # a Fernet token

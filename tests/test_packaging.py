@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_wheel_contains_templates_and_migrations(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
-        check=True, cwd=tmp_path, capture_output=True,
+        check=True,
+        cwd=tmp_path,
+        capture_output=True,
     )
     wheel = next(tmp_path.glob("django_qb_oauth-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()

@@ -93,8 +93,12 @@ def test_connect_with_openid_verifies_the_id_token(fake_intuit, user, connect_re
 
 def test_connect_with_a_rejected_code_stores_nothing(fake_intuit, user):
     with pytest.raises(ReauthorizationRequired):
-        tokens.connect(user=user, code="not-a-code", realm_id="123",
-                       redirect_uri="http://testserver/quickbooks/callback/")
+        tokens.connect(
+            user=user,
+            code="not-a-code",
+            realm_id="123",
+            redirect_uri="http://testserver/quickbooks/callback/",
+        )
     assert QuickBooksConnection.objects.count() == 0
 
 
@@ -109,8 +113,12 @@ def test_connect_when_intuit_is_down_stores_nothing(fake_intuit, user, settings,
     code = redirect.split("code=")[1].split("&")[0]
     fake_intuit.inject_fault("token", kind)
     with pytest.raises(IntuitUnavailable):
-        tokens.connect(user=user, code=code, realm_id=fake_intuit.companies[0].realm_id,
-                       redirect_uri="http://testserver/quickbooks/callback/")
+        tokens.connect(
+            user=user,
+            code=code,
+            realm_id=fake_intuit.companies[0].realm_id,
+            redirect_uri="http://testserver/quickbooks/callback/",
+        )
     assert QuickBooksConnection.objects.count() == 0
 
 
@@ -170,8 +178,9 @@ def test_refresh_without_force_does_nothing_when_fresh(fake_intuit, user, connec
 
 
 @pytest.mark.parametrize("kind", ["500", "502", "503", "429", "timeout", "reset", "malformed"])
-def test_outage_changes_no_token_and_raises_unavailable(fake_intuit, user, connect_realm, settings,
-                                                        kind):
+def test_outage_changes_no_token_and_raises_unavailable(
+    fake_intuit, user, connect_realm, settings, kind
+):
     settings.QB_OAUTH = {**settings.QB_OAUTH, "HTTP_TIMEOUT": 0.5}
     fake_intuit.timeout_seconds = 1.5
     conn = connect_realm(user)
@@ -213,8 +222,9 @@ def test_invalid_grant_marks_reauth_required(fake_intuit, user, connect_realm):
     assert fake_intuit.counts["token.refresh_token"] == 1  # no second call
 
 
-def test_invalid_grant_after_another_process_rotated_is_not_reauth(fake_intuit, user,
-                                                                    connect_realm):
+def test_invalid_grant_after_another_process_rotated_is_not_reauth(
+    fake_intuit, user, connect_realm
+):
     """Another process stored a newer refresh token while we held an old one: use it."""
     conn = connect_realm(user)
     old_rt = conn.refresh_token

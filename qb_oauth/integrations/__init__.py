@@ -1,0 +1,1 @@
+"""Hand-offs to other QuickBooks libraries (optional extras)."""
