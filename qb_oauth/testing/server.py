@@ -139,6 +139,7 @@ class FakeIntuitServer:
         self.fake._interrupt.set()  # wake sleeping "timeout" faults and latencies
         httpd.shutdown()
         httpd.server_close()
+        self.fake._interrupt.clear()  # the sleepers are awake; later sleeps sleep again
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._previous_base_url is not None:
