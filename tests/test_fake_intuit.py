@@ -922,3 +922,31 @@ def test_mounted_patches_new_sessions_and_restores(fake):
             assert requests.get(fake.discovery_url).status_code == 200
     assert requests.Session.__init__ is original
     assert fake.base_url + "/" not in requests.Session().adapters
+
+
+def test_api_fault_bodies_follow_accept(http, fake):
+    body, realm = connect(http, fake)
+    fake.inject_fault("api", "500", times=2)
+    r = company_info(http, fake, body["access_token"], realm)
+    assert r.status_code == 500 and r.json()["Fault"]["type"] == "SERVICE"
+    r = company_info(http, fake, body["access_token"], realm, accept_json=False)
+    assert r.status_code == 500 and r.text.startswith("<?xml")
+    fake.inject_fault("api", "503")
+    r = company_info(http, fake, body["access_token"], realm)
+    assert r.status_code == 503 and r.headers["Content-Type"].startswith("text/html")
+
+
+def test_swapping_the_clock_applies_to_existing_grants(http, fake):
+    body, realm = connect(http, fake)
+    fake.clock = FakeClock(T0 + 3600, frozen=True)
+    assert fake.grant_for_realm(realm).access_tokens == set()
+    assert company_info(http, fake, body["access_token"], realm).status_code == 401
+
+
+def test_form_encoded_basic_credentials(http, fake):
+    fake.client_secret = "s3cret/with+chars"
+    code, _ = get_code(fake)
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": CALLBACK}
+    raw = base64.b64encode(b"qb-test-client:s3cret%2Fwith%2Bchars").decode()
+    r = http.post(fake.token_url, data=data, headers={"Authorization": f"Basic {raw}"})
+    assert r.status_code == 200

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote_plus, urlencode, urlsplit
 from xml.sax.saxutils import escape as xml_escape
 
 from . import pages
@@ -156,7 +156,7 @@ class Grant:
     current_refresh_token: str
     refresh_issued_at: float
     refresh_expires_at: float
-    clock: FakeClock = field(repr=False)
+    clock: Any = field(repr=False)  # anything with now(): the fake, so a swapped clock applies
     previous_refresh_token: str | None = None
     previous_refresh_dies_at: float = 0.0
     revoked: bool = False
@@ -313,6 +313,10 @@ class FakeIntuit:
 
     def __repr__(self) -> str:
         return f"<FakeIntuit {self.environment} at {self.base_url}>"
+
+    def now(self) -> float:
+        """The fake's time (``self.clock.now()``)."""
+        return self.clock.now()
 
     # ----------------------------------------------------------------- URLs
 
@@ -548,7 +552,7 @@ class FakeIntuit:
         if fault in ("reset", "timeout"):
             raise DropConnection(fault, self.timeout_seconds, self._sleep)
         if fault and not fault.endswith("_after"):
-            return self._with_tid(self._fault_response(endpoint, fault))
+            return self._with_tid(self._fault_response(endpoint, fault, req))
         with self._lock:
             resp = self._dispatch(endpoint, req)
         if fault:
@@ -630,14 +634,15 @@ class FakeIntuit:
     def _tid() -> str:
         return f"1-{secrets.token_hex(4)}-{secrets.token_hex(12)}"
 
-    def _fault_response(self, endpoint: str | None, kind: str) -> _Response:
+    def _fault_response(self, endpoint: str | None, kind: str, req: _Request) -> _Response:
         if kind == "malformed":
             if endpoint in ("authorize",):
                 return _html(200, "<html><body><h1>Connect to Quick")
             return _Response(200, [("Content-Type", JSON_TYPE)], b'{"access_token":"eyJlbmMiOi')
         status = int(kind)
         reason = HTTPStatus(status).phrase
-        if endpoint == "api":
+        if endpoint == "api" and status in (429, 500):
+            json_wanted = "application/json" in (req.header("accept") or "").lower()
             if status == 429:
                 return self._api_fault(
                     429,
@@ -645,15 +650,15 @@ class FakeIntuit:
                     "003001",
                     "SERVICE",
                     "The request limit was reached.",
-                    json_wanted=True,
+                    json_wanted,
                 )
             return self._api_fault(
-                status,
-                "InternalServerError" if status == 500 else reason,
+                500,
+                "InternalServerError",
                 "010000",
                 "SERVICE",
-                "Service unavailable; try again.",
-                json_wanted=True,
+                "An application error has occurred while processing your request",
+                json_wanted,
             )
         if status == 500 and endpoint in ("token", "revoke", "userinfo"):
             body = {"error": "server_error", "error_description": "Internal Server Error"}
@@ -814,7 +819,11 @@ class FakeIntuit:
             except (binascii.Error, UnicodeDecodeError):
                 return False
             cid, sep, secret = decoded.partition(":")
-            if not sep or cid != self.client_id or secret != self.client_secret:
+            # RFC 6749 §2.3.1 form-encodes both before Basic; most clients don't.
+            if not sep or (cid, secret) not in (
+                (self.client_id, self.client_secret),
+                (quote_plus(self.client_id), quote_plus(self.client_secret)),
+            ):
                 return False
             presented = True
         if form is not None and ("client_secret" in form or "client_id" in form):
@@ -883,7 +892,7 @@ class FakeIntuit:
             current_refresh_token=refresh,
             refresh_issued_at=now,
             refresh_expires_at=refresh_expires,
-            clock=self.clock,
+            clock=self,
             auth_time=code.auth_time,
         )
         grant.refresh_tokens.append(refresh)
