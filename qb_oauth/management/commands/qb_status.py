@@ -1,0 +1,151 @@
+"""``manage.py qb_status``: every connection's state, for operators without the admin.
+
+Prints a table (relative times), or with ``--json`` a list of objects with
+ISO 8601 times for scripts. Never a token: the query reads named columns
+only, and the token columns are not among them.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from qb_oauth.models import ConnectionState, QuickBooksConnection
+from qb_oauth.templatetags.qb_oauth_admin import ago_text
+
+#: The columns read; the token columns are deliberately absent.
+FIELDS = (
+    "id",
+    "company_name",
+    "realm_id",
+    "environment",
+    "state",
+    "access_token_expires_at",
+    "refresh_token_expires_at",
+    "refresh_token_hard_expires_at",
+    "connected_at",
+    "last_refreshed_at",
+    "last_used_at",
+    "consecutive_failures",
+    "last_error",
+    "last_error_at",
+)
+
+#: (header, key) of the table's columns.
+COLUMNS = (
+    ("ID", "id"),
+    ("OWNER", "owner"),
+    ("COMPANY", "company_name"),
+    ("REALM", "realm_id"),
+    ("ENV", "environment"),
+    ("STATE", "state"),
+    ("ACCESS EXPIRES", "access_token_expires_at"),
+    ("REFRESH EXPIRES", "refresh_token_expires_at"),
+    ("HARD EXPIRY", "refresh_token_hard_expires_at"),
+    ("FAILURES", "consecutive_failures"),
+    ("LAST ERROR", "last_error"),
+)
+
+ERROR_WIDTH = 50
+COMPANY_WIDTH = 30
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class Command(BaseCommand):
+    help = (
+        "List QuickBooks connections with their state and token expiries (never a token). "
+        "Filter with --state, --user and --expiring-within; --json for scripts."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--state",
+            action="append",
+            choices=ConnectionState.values,
+            help="Only connections in this state (repeat for several).",
+        )
+        parser.add_argument("--user", help="Only the connections of this user (username).")
+        parser.add_argument(
+            "--expiring-within",
+            type=float,
+            metavar="DAYS",
+            help="Only connections whose refresh token (rolling or hard) ends within DAYS.",
+        )
+        parser.add_argument(
+            "--failing", action="store_true", help="Only connections with consecutive failures."
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="Print a JSON list with ISO 8601 times."
+        )
+
+    def handle(self, *args, **options):
+        qs = QuickBooksConnection.objects.all()
+        if options["state"]:
+            qs = qs.filter(state__in=options["state"])
+        if options["user"]:
+            username_field = get_user_model().USERNAME_FIELD
+            qs = qs.filter(**{f"user__{username_field}": options["user"]})
+        if options["expiring_within"] is not None:
+            if options["expiring_within"] < 0:
+                raise CommandError("--expiring-within takes a number of days, 0 or more.")
+            qs = qs.refresh_expiring_within(options["expiring_within"] * 86400)
+        if options["failing"]:
+            qs = qs.failing()
+        username = f"user__{get_user_model().USERNAME_FIELD}"
+        rows = list(qs.order_by("pk").values(*FIELDS, username))
+        for row in rows:
+            row["owner"] = str(row.pop(username))
+
+        if options["json"]:
+            self.stdout.write(json.dumps([self._json_row(r) for r in rows], indent=2))
+            return
+        if not rows:
+            self.stdout.write("No connections.")
+            return
+        self._table(rows)
+
+    @staticmethod
+    def _json_row(row: dict) -> dict:
+        out = {"owner": row["owner"]}
+        for key in FIELDS:
+            value = row[key]
+            out[key] = value.isoformat() if hasattr(value, "isoformat") else value
+        out["state_label"] = str(ConnectionState(row["state"]).label)
+        return out
+
+    def _cell(self, row: dict, key: str, now) -> str:
+        value = row[key]
+        if key.endswith("_at"):
+            return ago_text(value, now) or "-"
+        if key == "last_error":
+            return _short(value, ERROR_WIDTH) or "-"
+        if key == "company_name":
+            return _short(value, COMPANY_WIDTH) or "-"
+        return str(value)
+
+    def _table(self, rows: list[dict]) -> None:
+        now = timezone.now()
+        cells = [[self._cell(r, key, now) for _h, key in COLUMNS] for r in rows]
+        headers = [h for h, _k in COLUMNS]
+        widths = [max(len(x) for x in col) for col in zip(headers, *cells, strict=True)]
+
+        def line(values):
+            return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+        self.stdout.write(line(headers))
+        for values in cells:
+            self.stdout.write(line(values))
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["state"]] = counts.get(r["state"], 0) + 1
+        summary = ", ".join(
+            f"{n} {ConnectionState(s).label.lower()}" for s, n in sorted(counts.items())
+        )
+        self.stdout.write(f"\n{len(rows)} connection{'s' if len(rows) != 1 else ''}: {summary}.")
