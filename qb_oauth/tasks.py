@@ -1,0 +1,54 @@
+"""django-q2 entry points of the scheduled refresh: thin, and safe to run twice.
+
+The schedule (:mod:`qb_oauth.schedule`) runs :func:`refresh_due_connections`.
+With a cluster configured it claims the due connections batch by batch and
+queues one :func:`refresh_connections` task per batch, so the cluster's
+workers on every machine share them; without one it refreshes them itself.
+The work is in :mod:`qb_oauth.sweep`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime
+from typing import Any
+
+from . import sweep
+
+__all__ = ["refresh_connections", "refresh_due_connections", "send_expiry_warnings"]
+
+
+def refresh_due_connections(*, fan_out: bool | None = None) -> dict[str, Any]:
+    """Refresh every connection that is due, and send expiry warnings; return the counts.
+
+    ``fan_out``: hand the work to the django-q2 cluster in batches (default:
+    when ``Q_CLUSTER`` is configured and not ``sync``). Each run is recorded
+    as a :class:`~qb_oauth.models.SweepRun`. Safe to run twice at once and
+    after a missed run: connections are claimed before they are refreshed,
+    and every refresh is single-flight.
+    """
+    return sweep.run_sweep(fan_out=fan_out).as_dict()
+
+
+def refresh_connections(
+    connections: list,
+    *,
+    run_id: int | None = None,
+    claim: datetime | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Refresh a batch of connections in this worker (one fanned-out batch of a sweep).
+
+    ``connections``: pks, or ``[pk, token_version]`` pairs. Called by hand
+    with pks only, it refreshes those that are due (all of them with
+    ``force=True``). The result, kept by django-q2, names the host and
+    process that did the work.
+    """
+    stats = sweep.refresh_batch(connections, run_id=run_id, claim=claim, force=force)
+    return {**stats.as_dict(), "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def send_expiry_warnings() -> int:
+    """Send ``refresh_token_expiring`` where a refresh token ends soon (also part of the sweep)."""
+    return sweep.send_expiry_warnings()
