@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from example_project import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+    path("quickbooks/", include("qb_oauth.urls")),
+]
