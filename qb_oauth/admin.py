@@ -115,7 +115,7 @@ class QuickBooksConnectionAdmin(admin.ModelAdmin):
         "refresh_expiry",
         "hard_expiry",
         "last_refresh",
-        "consecutive_failures",
+        "failures",
         "last_error_short",
     )
     list_display_links = ("company",)
@@ -237,7 +237,9 @@ class QuickBooksConnectionAdmin(admin.ModelAdmin):
     def state_badge(self, obj):
         return _state_badge(obj.state)
 
-    def _expiry(self, obj, value, styled: bool):
+    def _expiry(self, obj, value, styled: bool, token: str | None = None):
+        if token is not None and not getattr(obj, f"qb_has_{token}", True):
+            return None  # no token stored: its old expiry means nothing in the list
         now = timezone.now()
         level = ""
         if obj.state != ConnectionState.ACTIVE:
@@ -248,21 +250,29 @@ class QuickBooksConnectionAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("access token"), ordering="access_token_expires_at")
     def access_expiry(self, obj):
-        return self._expiry(obj, obj.access_token_expires_at, styled=False)
+        return self._expiry(obj, obj.access_token_expires_at, styled=False, token="access_token")
 
     @admin.display(description=gettext_lazy("refresh token"), ordering="refresh_token_expires_at")
     def refresh_expiry(self, obj):
-        return self._expiry(obj, obj.refresh_token_expires_at, styled=True)
+        return self._expiry(obj, obj.refresh_token_expires_at, styled=True, token="refresh_token")
 
     @admin.display(
         description=gettext_lazy("hard expiry"), ordering="refresh_token_hard_expires_at"
     )
     def hard_expiry(self, obj):
-        return self._expiry(obj, obj.refresh_token_hard_expires_at, styled=True)
+        return self._expiry(
+            obj, obj.refresh_token_hard_expires_at, styled=True, token="refresh_token"
+        )
 
     @admin.display(description=gettext_lazy("last refresh"), ordering="last_refreshed_at")
     def last_refresh(self, obj):
         return time_html(ago_text(obj.last_refreshed_at), obj.last_refreshed_at)
+
+    @admin.display(description=gettext_lazy("failures"), ordering="consecutive_failures")
+    def failures(self, obj):
+        if not obj.consecutive_failures:
+            return "0"
+        return format_html('<span class="qb-error">{}</span>', obj.consecutive_failures)
 
     @admin.display(description=gettext_lazy("last error"), ordering="last_error_at")
     def last_error_short(self, obj):
@@ -271,7 +281,7 @@ class QuickBooksConnectionAdmin(admin.ModelAdmin):
         return format_html(
             '<span class="qb-error" title="{}">{}</span>',
             obj.last_error,
-            Truncator(obj.last_error).chars(60),
+            Truncator(obj.last_error).chars(48),
         )
 
     # -- change page fields --------------------------------------------------------------

@@ -29,7 +29,8 @@ def warning_window() -> timedelta:
 
 
 def humanize_seconds(seconds: float) -> str:
-    """``37 min``, ``2 h``, ``12 days``: a duration rounded down to one unit."""
+    """``37 min``, ``2 h``, ``12 days``, ``5 years``: a duration in one unit (rounded down,
+    except years)."""
     s = int(abs(seconds))
     if s < 60:
         return _("%(n)d s") % {"n": s}
@@ -38,7 +39,10 @@ def humanize_seconds(seconds: float) -> str:
     if s < 48 * 3600:
         return _("%(n)d h") % {"n": s // 3600}
     days = s // 86400
-    return ngettext("%(n)d day", "%(n)d days", days) % {"n": days}
+    if days < 730:
+        return ngettext("%(n)d day", "%(n)d days", days) % {"n": days}
+    years = round(days / 365.25)
+    return ngettext("%(n)d year", "%(n)d years", years) % {"n": years}
 
 
 def expiry_text(value: datetime | None, now: datetime | None = None) -> str:
