@@ -81,7 +81,8 @@ class RefreshExpiringFilter(admin.SimpleListFilter):
             days = int(value)
         except ValueError:
             return queryset.none()
-        return queryset.refresh_expiring_within(days * 86400)
+        # Only live refresh tokens: a disconnected connection keeps its old expiry dates.
+        return queryset.refresh_expiring_within(days * 86400).filter(refresh_token__isnull=False)
 
 
 class FailingFilter(admin.SimpleListFilter):

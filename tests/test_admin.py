@@ -273,6 +273,10 @@ def test_refresh_expiring_filter_uses_the_hard_expiry_too(admin_user_client, fle
     QuickBooksConnection.objects.filter(pk=fleet["healthy"].pk).update(
         refresh_token_hard_expires_at=now + timedelta(days=10)
     )
+    # A disconnected connection keeps its old expiries: not a live token about to expire.
+    QuickBooksConnection.objects.filter(pk=fleet["gone"].pk).update(
+        refresh_token_expires_at=now + timedelta(days=2)
+    )
     response = admin_user_client.get(reverse(CHANGELIST) + "?refresh_expiring=30")
     assert listed(response) == {fleet["healthy"].pk, fleet["expiring"].pk}
     html = response.content.decode()

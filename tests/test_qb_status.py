@@ -8,6 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from qb_oauth import tokens
 from qb_oauth.models import ConnectionState, Environment, QuickBooksConnection
 
 pytestmark = pytest.mark.django_db
@@ -35,7 +36,9 @@ def conns(fake_intuit, connect_realm, user, other_user):
         consecutive_failures=1,
         last_error="Intuit refused the grant (invalid_grant). (intuit_tid=1-abc-def) " + "z" * 80,
     )
-    return {"healthy": healthy, "expiring": expiring, "broken": broken}
+    gone = connect_realm(other_user, realms[0])
+    tokens.revoke(gone, by="user")
+    return {"healthy": healthy, "expiring": expiring, "broken": broken, "gone": gone}
 
 
 def run(*args):
@@ -81,7 +84,9 @@ def test_table(conns, fake_intuit):
     broken = next(line for line in lines if conns["broken"].realm_id in line)
     assert "mallory" in broken and "reauth_required" in broken
     assert "invalid_grant" in broken and "…" in broken and "z" * 60 not in broken
-    assert "3 connections: 2 connected, 1 needs reconnecting." in text
+    gone = next(line for line in lines if line.startswith(f"{conns['gone'].pk} "))
+    assert "disconnected" in gone and "in 1" not in gone and "years" not in gone
+    assert "4 connections: 2 connected, 1 disconnected, 1 needs reconnecting." in text
     assert_no_tokens(text, fake_intuit)
 
 
@@ -106,6 +111,9 @@ def test_json(conns, fake_intuit):
         "last_error",
     }
     assert not {"access_token", "refresh_token", "id_token"} & set(first)
+    assert first["access_token_stored"] is True and first["refresh_token_stored"] is True
+    gone = next(d for d in data if d["id"] == conns["gone"].pk)
+    assert gone["refresh_token_stored"] is False and gone["state"] == "disconnected"
     row = QuickBooksConnection.objects.get(pk=first["id"])
     assert datetime.fromisoformat(first["access_token_expires_at"]) == row.access_token_expires_at
     assert first["owner"] == "alice" and first["state_label"] == "Connected"
@@ -119,10 +127,12 @@ def test_json(conns, fake_intuit):
     [
         (["--state", "active"], {"healthy", "expiring"}),
         (["--state", "reauth_required"], {"broken"}),
+        (["--state", "disconnected"], {"gone"}),
         (["--state", "active", "--state", "reauth_required"], {"healthy", "expiring", "broken"}),
-        (["--user", "mallory"], {"broken"}),
+        (["--user", "mallory"], {"broken", "gone"}),
         (["--user", "alice", "--state", "active"], {"healthy", "expiring"}),
         (["--expiring-within", "30"], {"expiring"}),
+        # The disconnected connection's old expiry is not a live refresh token's.
         (["--expiring-within", "200"], {"healthy", "expiring", "broken"}),
         (["--failing"], {"broken"}),
         (["--user", "nobody"], set()),

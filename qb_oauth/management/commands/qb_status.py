@@ -11,6 +11,7 @@ import json
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import BooleanField, Case, Value, When
 from django.utils import timezone
 
 from qb_oauth.models import ConnectionState, QuickBooksConnection
@@ -50,6 +51,11 @@ COLUMNS = (
 )
 
 ERROR_WIDTH = 50
+_STORED = {
+    "access_token_expires_at": "access_token_stored",
+    "refresh_token_expires_at": "refresh_token_stored",
+    "refresh_token_hard_expires_at": "refresh_token_stored",
+}
 COMPANY_WIDTH = 30
 
 
@@ -95,11 +101,23 @@ class Command(BaseCommand):
         if options["expiring_within"] is not None:
             if options["expiring_within"] < 0:
                 raise CommandError("--expiring-within takes a number of days, 0 or more.")
-            qs = qs.refresh_expiring_within(options["expiring_within"] * 86400)
+            # Only live refresh tokens: a disconnected connection keeps its old expiry dates.
+            qs = qs.refresh_expiring_within(options["expiring_within"] * 86400).filter(
+                refresh_token__isnull=False
+            )
         if options["failing"]:
             qs = qs.failing()
         username = f"user__{get_user_model().USERNAME_FIELD}"
-        rows = list(qs.order_by("pk").values(*FIELDS, username))
+        # Whether a token is stored, from the database (IS NULL): no token is read.
+        stored = {
+            f"{name}_stored": Case(
+                When(**{f"{name}__isnull": True}, then=Value(False)),
+                default=Value(True),
+                output_field=BooleanField(),
+            )
+            for name in ("access_token", "refresh_token")
+        }
+        rows = list(qs.order_by("pk").annotate(**stored).values(*FIELDS, *stored, username))
         for row in rows:
             row["owner"] = str(row.pop(username))
 
@@ -118,10 +136,14 @@ class Command(BaseCommand):
             value = row[key]
             out[key] = value.isoformat() if hasattr(value, "isoformat") else value
         out["state_label"] = str(ConnectionState(row["state"]).label)
+        out["access_token_stored"] = row["access_token_stored"]
+        out["refresh_token_stored"] = row["refresh_token_stored"]
         return out
 
     def _cell(self, row: dict, key: str, now) -> str:
         value = row[key]
+        if key.startswith(("access_token", "refresh_token")) and not row[_STORED[key]]:
+            return "-"  # the token is gone: its old expiry means nothing
         if key.endswith("_at"):
             return ago_text(value, now) or "-"
         if key == "last_error":
