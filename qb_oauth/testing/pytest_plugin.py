@@ -38,9 +38,15 @@ def _point_settings_at(request: pytest.FixtureRequest, fake: FakeIntuit) -> None
     settings.QB_OAUTH = current
 
 
+def _allow_plain_http(request: pytest.FixtureRequest) -> None:
+    # oauthlib refuses http:// unless told otherwise; the fake is http on loopback.
+    request.getfixturevalue("monkeypatch").setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+
+
 @pytest.fixture
 def fake_intuit(request: pytest.FixtureRequest) -> Iterator[FakeIntuit]:
     """A FakeIntuit served over HTTP on a free loopback port for the test."""
+    _allow_plain_http(request)
     fake = FakeIntuit(redirect_uris=REDIRECT_URIS)
     with FakeIntuitServer(fake):
         _point_settings_at(request, fake)
@@ -50,6 +56,7 @@ def fake_intuit(request: pytest.FixtureRequest) -> Iterator[FakeIntuit]:
 @pytest.fixture
 def fake_intuit_inprocess(request: pytest.FixtureRequest) -> Iterator[FakeIntuit]:
     """A FakeIntuit at http://fake-intuit.test, reached in-process by every requests session."""
+    _allow_plain_http(request)
     fake = FakeIntuit(redirect_uris=REDIRECT_URIS)
     with fake.mounted():
         _point_settings_at(request, fake)
