@@ -26,9 +26,11 @@ failed with an outage they raise :class:`IntuitUnavailable` too rather than
 hammering Intuit one after another.
 
 Intuit's answer is stored in one statement with everything it carries: the
-access token, the (possibly rotated) refresh token and both expiries. A
-successful answer is always stored: it is the newest refresh token Intuit
-knows. ``invalid_grant`` is trusted only after re-reading the stored refresh
+access token, the (possibly rotated) refresh token and both expiries. It is
+stored while the holder still holds the lease, or, if its lease ran out, as
+long as nobody stored tokens since it read them (``token_version``): then it
+is the newest refresh token Intuit issued. Otherwise a reconnect (a new
+grant) or a later refresh stored newer tokens, and those are kept. ``invalid_grant`` is trusted only after re-reading the stored refresh
 token: if another process stored a newer one, it is used once before the
 connection is marked ``reauth_required``.
 
@@ -77,6 +79,7 @@ _LOADED_FIELDS = (
     "access_token_expires_at",
     "token_version",
     "last_used_at",
+    "last_error_at",
 )
 
 
@@ -385,9 +388,20 @@ def _refresh_holding_lease(connection, row, owner: str, *, actor=None) -> None:
     values["token_version"] = F("token_version") + 1
     rotated = tokens.refresh_token != used
     with transaction.atomic():
-        # Always stored: this answer holds the newest refresh token Intuit issued.
-        _qs().filter(pk=row.pk).update(**values)
+        # Stored while we hold the lease, or while nobody else stored tokens since we
+        # read them: then this answer holds the newest refresh token Intuit issued.
+        # Otherwise a reconnect (a new grant) or a later refresh wrote newer ones.
+        written = (
+            _qs()
+            .filter(pk=row.pk)
+            .filter(Q(refresh_lease_owner=owner) | Q(token_version=version))
+            .update(**values)
+        )
         fresh = _qs().get(pk=row.pk)
+        if not written:
+            _copy_row(connection, fresh)
+            _raise_for_state(connection)
+            return
         record_event(
             row.pk,
             EventKind.REFRESHED,

@@ -339,3 +339,16 @@ def test_events_never_hold_tokens(fake_intuit, user, connect_realm):
     for event in ConnectionEvent.objects.all():
         for secret in issued:
             assert secret not in event.detail
+
+
+def test_a_late_refresh_answer_does_not_overwrite_a_reconnect(fake_intuit, user, connect_realm):
+    """A holder whose lease ran out while a reconnect stored a new grant keeps the new grant."""
+    conn = connect_realm(user)
+    stale_row = QuickBooksConnection.objects.get(pk=conn.pk)
+    reconnected = connect_realm(user)  # the user reconnects: new grant, token_version bumped
+    assert reconnected.pk == conn.pk
+    tokens._refresh_holding_lease(conn, stale_row, owner="lease-ran-out")
+    stored = QuickBooksConnection.objects.get(pk=conn.pk)
+    assert stored.refresh_token == reconnected.refresh_token
+    assert conn.refresh_token == reconnected.refresh_token  # the caller got the stored tokens
+    assert fake_intuit.counts["token.refresh_token"] == 1  # the late answer existed
