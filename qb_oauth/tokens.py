@@ -30,13 +30,16 @@ access token, the (possibly rotated) refresh token and both expiries. It is
 stored while the holder still holds the lease, or, if its lease ran out, as
 long as nobody stored tokens since it read them (``token_version``): then it
 is the newest refresh token Intuit issued. Otherwise a reconnect (a new
-grant) or a later refresh stored newer tokens, and those are kept. ``invalid_grant`` is trusted only after re-reading the stored refresh
-token: if another process stored a newer one, it is used once before the
-connection is marked ``reauth_required``.
+grant) or a later refresh stored newer tokens, and those are kept.
 
-The one window that cannot be closed: a worker killed after Intuit issued a
-rotated refresh token and before the commit. The token Intuit issued is lost
-with the process, and the stored one is dead; the user must reconnect.
+``invalid_grant`` is trusted only after re-reading the stored refresh token:
+if another process stored a newer one, it is used once before the connection
+is marked ``reauth_required``.
+
+The one window that cannot be closed: Intuit issued a rotated refresh token
+and the answer never reached the database (the worker killed before the
+commit, or the answer lost on the wire). The new token is lost, the stored one
+is dead, and the user must reconnect.
 """
 
 from __future__ import annotations
