@@ -23,7 +23,12 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import (
+    require_GET,
+    require_http_methods,
+    require_POST,
+    require_safe,
+)
 
 from . import client, state, tokens
 from .conf import qb_settings
@@ -114,7 +119,7 @@ def _company(connection: QuickBooksConnection) -> str:
 
 @never_cache
 @login_required
-@require_GET
+@require_safe
 def connections(request: HttpRequest) -> HttpResponse:
     """The signed-in user's QuickBooks companies, with Connect, Reconnect and Disconnect."""
     items = QuickBooksConnection.objects.for_user(request.user).order_by(
@@ -449,7 +454,7 @@ def intuit_disconnect(request: HttpRequest) -> HttpResponse:
 
 @never_cache
 @login_required
-@require_GET
+@require_safe
 def reconnect(request: HttpRequest) -> HttpResponse:
     """Intuit's Reconnect URL: a page with a Reconnect button (a POST to ``connect``).
 
