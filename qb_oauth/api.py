@@ -26,10 +26,11 @@ if TYPE_CHECKING:
 class QuickBooksSession(requests.Session):
     """A ``requests.Session`` for one connection's realm; see the module docstring."""
 
-    def __init__(self, connection: QuickBooksConnection):
+    def __init__(self, connection: QuickBooksConnection, *, actor=None):
         super().__init__()
         client._prepare(self)
         self.connection = connection
+        self.actor = actor
         self.base_url = (
             f"{client.api_base(connection.environment)}/v3/company/{connection.realm_id}/"
         )
@@ -65,7 +66,7 @@ class QuickBooksSession(requests.Session):
         if response.status_code == 401:
             # The token was refused (expired early, or revoked): refresh once.
             response.close()
-            refresh(self.connection, force=True)
+            refresh(self.connection, force=True, actor=self.actor)
             response = send(self.connection.access_token)
         return response
 

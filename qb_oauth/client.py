@@ -380,7 +380,10 @@ def _error_code(response: requests.Response) -> str | None:
 
 
 def _fault_text(response: requests.Response) -> str:
-    """A short, non-secret description of an Accounting API fault."""
+    """A short, non-secret description of an Accounting API fault.
+
+    Only the fault's message and code: Intuit's ``detail`` may echo part of the token.
+    """
     try:
         fault = response.json().get("fault") or response.json().get("Fault") or {}
         error = (fault.get("error") or fault.get("Error") or [{}])[0]

@@ -41,7 +41,7 @@ class QuickBooksConnectionQuerySet(models.QuerySet):
         """Connections whose refresh token (rolling or hard) ends within ``seconds``."""
         now = now or timezone.now()
         limit = now + timedelta(seconds=seconds)
-        return self.filter(
+        return self.filter(refresh_token__isnull=False).filter(
             Q(refresh_token_expires_at__lte=limit) | Q(refresh_token_hard_expires_at__lte=limit)
         )
 
@@ -192,11 +192,14 @@ class QuickBooksConnection(models.Model):
         now = now or timezone.now()
         return self.access_token_expires_at - timedelta(seconds=margin) <= now
 
-    def api_session(self):
-        """A ``requests`` session for this realm's Accounting API (see :mod:`qb_oauth.api`)."""
+    def api_session(self, *, actor=None):
+        """A ``requests`` session for this realm's Accounting API (see :mod:`qb_oauth.api`).
+
+        ``actor``: the person on whose behalf it runs, recorded on a refresh it causes.
+        """
         from .api import QuickBooksSession
 
-        return QuickBooksSession(self)
+        return QuickBooksSession(self, actor=actor)
 
     def quickbooks_client(self, **kwargs):
         """A ready ``quickbooks.QuickBooks`` client (needs ``qb_oauth[quickbooks]``)."""

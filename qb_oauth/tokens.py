@@ -489,6 +489,8 @@ _CLEARED = {
     "refresh_token": None,
     "id_token": None,
     "access_token_expires_at": None,
+    "refresh_token_expires_at": None,
+    "refresh_token_hard_expires_at": None,
     "refresh_lease_owner": "",
     "refresh_lease_expires_at": None,
     "next_attempt_at": None,
@@ -568,7 +570,7 @@ def check_connection(connection: QuickBooksConnection, *, actor=None) -> str:
     Returns the company name; raises the :class:`QuickBooksError` met.
     """
     try:
-        with connection.api_session() as session:
+        with connection.api_session(actor=actor) as session:
             response = session.get(f"companyinfo/{connection.realm_id}")
             info = session.json_or_raise(response, "CompanyInfo").get("CompanyInfo") or {}
         name = str(info.get("CompanyName") or info.get("LegalName") or "")

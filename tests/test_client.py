@@ -158,3 +158,13 @@ def test_requests_oauthlib_debug_logs_are_dropped(fake_intuit, caplog):
     text = "\n".join(r.getMessage() for r in caplog.records)
     for secret in fake_intuit.issued_tokens():
         assert secret not in text
+
+
+def test_api_401_error_keeps_message_and_code_not_detail(fake_intuit):
+    token = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2IiwiYWxnIjoiZGlyIn0..not-a-live-token"
+    realm = fake_intuit.companies[0].realm_id
+    with pytest.raises(IntuitError) as info:
+        client.company_info(token, realm)
+    assert info.value.status == 401
+    assert "AuthenticationFailed" in str(info.value)
+    assert token[:12] not in str(info.value)

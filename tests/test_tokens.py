@@ -352,3 +352,33 @@ def test_a_late_refresh_answer_does_not_overwrite_a_reconnect(fake_intuit, user,
     assert stored.refresh_token == reconnected.refresh_token
     assert conn.refresh_token == reconnected.refresh_token  # the caller got the stored tokens
     assert fake_intuit.counts["token.refresh_token"] == 1  # the late answer existed
+
+
+def test_revoke_clears_every_expiry(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    tokens.revoke(conn)
+    stored = QuickBooksConnection.objects.get(pk=conn.pk)
+    assert stored.access_token_expires_at is None
+    assert stored.refresh_token_expires_at is None
+    assert stored.refresh_token_hard_expires_at is None
+    assert not QuickBooksConnection.objects.refresh_expiring_within(10**9).exists()
+
+
+def test_refresh_caused_by_a_401_records_the_actor(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    fake_intuit.clock.advance(3700)
+    assert tokens.check_connection(conn, actor=user) == conn.company_name
+    refreshed = conn.events.filter(kind=EventKind.REFRESHED).get()
+    assert refreshed.actor == user
+
+
+def test_api_fault_detail_is_never_copied(fake_intuit, user, connect_realm):
+    """Intuit's 401 detail echoes part of the token: errors keep only message and code."""
+    conn = connect_realm(user)
+    fake_intuit.revoke_grant(conn.realm_id)  # 401 on the API, invalid_grant on refresh
+    with pytest.raises(ReauthorizationRequired):
+        tokens.check_connection(conn)
+    texts = [e.detail for e in ConnectionEvent.objects.all()]
+    texts.append(QuickBooksConnection.objects.get(pk=conn.pk).last_error)
+    for text in texts:
+        assert conn.access_token[:12] not in text
