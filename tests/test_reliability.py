@@ -1,0 +1,463 @@
+"""Reliability: fault storms, killed workers and randomized refresh races, against the fake.
+
+What this file proves (docs/reliability.md has the figures):
+
+* **Fault storm.** 10,000 injected faults at the token endpoint (5xx, 429,
+  timeouts, resets, malformed bodies) change no stored token, never mark a
+  connection ``reauth_required``, and the connection works when they stop.
+* **Killed workers.** A worker killed with SIGKILL before its call to Intuit,
+  while Intuit is working on it, or after Intuit answered but before the
+  commit, over several connections with and without rotation: the
+  connections left usable are counted and asserted. The one window that
+  cannot be closed (a rotated refresh token issued to a process that dies
+  before storing it) is measured, not hoped away.
+* **Randomized races.** Over 1,000 seeded random scenarios (threads in this
+  process and in a pool of long-lived worker processes; rotation without
+  grace; random latencies; get_access_token, forced refreshes, the fake's
+  clock moving): no refresh token is lost and no live grant ends in
+  ``reauth_required``.
+
+The seed of every randomized test is printed; ``QB_REL_SEED=<n>`` replays it.
+"""
+
+import contextlib
+import multiprocessing
+import os
+import random
+import signal
+import time
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from django.db import connection as db_connection
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from qb_oauth import client, tokens
+from qb_oauth.exceptions import IntuitUnavailable
+from qb_oauth.models import ConnectionEvent, ConnectionState, EventKind, QuickBooksConnection
+from qb_oauth.testing import Company
+
+from .reliability_workers import refresh_until_killed, serve
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+CALLBACK = "http://testserver/quickbooks/callback/"
+
+TOKEN_FIELDS = (
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "access_token_expires_at",
+    "refresh_token_expires_at",
+    "refresh_token_hard_expires_at",
+    "token_version",
+    "state",
+)
+
+#: Faults that lose Intuit's answer before Intuit did anything (the request is not processed).
+CLEAN_FAULTS = ("500", "502", "503", "429", "timeout", "reset", "malformed")
+
+
+def seed_for(name):
+    """QB_REL_SEED if set, else a fresh seed; printed so that a failure can be replayed."""
+    seed = int(os.environ.get("QB_REL_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"\n{name}: seed {seed} (replay with QB_REL_SEED={seed})")
+    return seed
+
+
+def add_companies(fake, n, first=9_000_000_000_000_000):
+    """Give the fake ``n`` more companies; returns their realm ids."""
+    realms = []
+    for i in range(n):
+        realm = str(first + len(fake.companies) + i)
+        fake.companies.append(Company(realm, f"Reliability Co {realm[-4:]}"))
+        realms.append(realm)
+    return realms
+
+
+def connect(fake, user, realm_id):
+    """Connect ``user`` to ``realm_id`` through the real path (consent page, code exchange)."""
+    url = client.authorization_url(state="s-" + os.urandom(4).hex(), redirect_uri=CALLBACK)
+    query = parse_qs(urlsplit(fake.consent(url, realm_id=realm_id)).query)
+    conn, _created = tokens.connect(
+        user=user, code=query["code"][0], realm_id=query["realmId"][0], redirect_uri=CALLBACK
+    )
+    return conn
+
+
+def fast_commits():
+    """Let this test's own database connection commit without waiting for the disk.
+
+    A session setting, for this connection only: the data is thrown away after the test.
+    """
+    with db_connection.cursor() as cursor:
+        if db_connection.vendor == "postgresql":
+            cursor.execute("SET synchronous_commit TO off")
+        elif db_connection.vendor == "sqlite":
+            cursor.execute("PRAGMA synchronous = OFF")
+            cursor.execute("PRAGMA journal_mode = MEMORY")
+
+
+def fields_of(row):
+    return {f: getattr(row, f) for f in TOKEN_FIELDS}
+
+
+def snapshot(pk):
+    return fields_of(QuickBooksConnection.objects.get(pk=pk))
+
+
+def expire_access(pk, seconds_ago=10):
+    QuickBooksConnection.objects.filter(pk=pk).update(
+        access_token_expires_at=timezone.now() - timedelta(seconds=seconds_ago)
+    )
+
+
+def false_reauth(fake, pks):
+    """Connections whose grant is alive at the fake yet that we hold as reauth_required."""
+    bad = []
+    for row in QuickBooksConnection.objects.filter(pk__in=pks):
+        alive = fake.grant_for_realm(row.realm_id) is not None
+        flagged = (
+            row.state == ConnectionState.REAUTH_REQUIRED
+            or row.events.filter(kind=EventKind.REAUTH_REQUIRED).exists()
+        )
+        if alive and flagged:
+            bad.append(row.pk)
+    return bad
+
+
+def lost_refresh_tokens(fake, pks):
+    """Connections whose stored refresh token is not the one the fake considers current."""
+    lost = []
+    for row in QuickBooksConnection.objects.filter(pk__in=pks):
+        grant = fake.grant_for_realm(row.realm_id)
+        if grant is None or row.refresh_token != grant.current_refresh_token:
+            lost.append(row.pk)
+    return lost
+
+
+# -- fault storm ----------------------------------------------------------------------
+
+STORM_FAULTS = int(os.environ.get("QB_REL_STORM", "10000"))
+
+
+def test_ten_thousand_faults_change_no_token(fake_intuit_inprocess, user):
+    """10,000 faults, one per call: every failing call leaves every token field as it was.
+
+    Rotation without grace (every successful refresh rotates, the old value dies at once),
+    so a fault mistaken for a success, or a half-stored answer, would show as a lost
+    refresh token. One call in ten goes through unfaulted and must succeed and rotate.
+    In-process, a timeout fault costs no time, and commits do not wait for the disk
+    (``fast_commits``): a commit per write otherwise makes this minutes long.
+    """
+    fake = fake_intuit_inprocess
+    fast_commits()
+    rng = random.Random(seed_for("fault storm"))
+    fake.rotation_interval = 0
+    fake.rotation_grace = 0
+    realms = add_companies(fake, 4)
+    pks = [connect(fake, user, realm).pk for realm in realms]
+    fake.reset_counters()
+
+    faults = successes = 0
+    by_kind = dict.fromkeys(CLEAN_FAULTS, 0)
+    changed_on_fault = []
+    started = time.monotonic()
+    while faults < STORM_FAULTS:
+        pk = rng.choice(pks)
+        faulted = rng.random() < 0.9
+        kind = rng.choice(CLEAN_FAULTS)
+        use_get = rng.random() < 0.5
+        if use_get:
+            expire_access(pk)
+        conn = QuickBooksConnection.objects.get(pk=pk)
+        before = fields_of(conn)
+        calls = fake.counts["token"]
+        if faulted:
+            fake.inject_fault("token", kind, times=1)
+        try:
+            if use_get:
+                tokens.get_access_token(conn)
+            else:
+                tokens.refresh(conn, force=True)
+        except IntuitUnavailable:
+            assert faulted, "IntuitUnavailable without a fault"
+            faults += 1
+            by_kind[kind] += 1
+            if snapshot(pk) != before:
+                changed_on_fault.append((pk, kind))
+        else:
+            assert not faulted, f"a {kind} fault was taken for a success"
+            successes += 1
+            after = snapshot(pk)
+            assert after["token_version"] == before["token_version"] + 1
+            assert after["refresh_token"] != before["refresh_token"]  # rotated
+        assert fake.counts["token"] == calls + 1, "one call to Intuit per refresh"
+    elapsed = time.monotonic() - started
+
+    print(
+        f"fault storm: {faults} faults {by_kind}, {successes} clean refreshes in between, "
+        f"{elapsed:.1f} s; tokens changed on a fault: {len(changed_on_fault)}; "
+        f"false reauth_required: {len(false_reauth(fake, pks))}"
+    )
+    assert changed_on_fault == []
+    assert false_reauth(fake, pks) == []
+    assert lost_refresh_tokens(fake, pks) == []
+    assert ConnectionEvent.objects.filter(kind=EventKind.REFRESH_FAILED).count() == faults
+
+    # The faults stop: every connection works, and its new refresh token is Intuit's current one.
+    for pk in pks:
+        expire_access(pk)
+        conn = QuickBooksConnection.objects.get(pk=pk)
+        assert tokens.get_access_token(conn) in fake.grant_for_realm(conn.realm_id).access_tokens
+        conn.refresh_from_db()
+        assert conn.state == ConnectionState.ACTIVE
+        assert conn.consecutive_failures == 0
+    assert lost_refresh_tokens(fake, pks) == []
+
+
+# -- worker processes -------------------------------------------------------------------
+
+
+def wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Workers:
+    """Long-lived worker processes (reliability_workers.serve) on the test's database."""
+
+    def __init__(self, n, settings, slots=4):
+        self.ctx = multiprocessing.get_context("spawn")
+        self.db_name = db_connection.settings_dict["NAME"]
+        self.qb_oauth = dict(settings.QB_OAUTH)
+        self.slots = slots
+        self.procs, self.tasks, self.results = [], [], []
+        for _ in range(n):
+            tasks, results = self.ctx.Queue(), self.ctx.Queue()
+            proc = self.ctx.Process(
+                target=serve, args=(self.db_name, self.qb_oauth, slots, tasks, results)
+            )
+            proc.start()
+            self.procs.append(proc)
+            self.tasks.append(tasks)
+            self.results.append(results)
+        for results in self.results:
+            kind, _pid = results.get(timeout=120)
+            assert kind == "ready"
+
+    def ask(self, i, task, timeout=120):
+        self.tasks[i].put(task)
+        kind, payload = self.results[i].get(timeout=timeout)
+        assert kind == task[0], payload
+        return payload
+
+    def close(self):
+        for tasks in self.tasks:
+            tasks.put(None)
+        for proc in self.procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+
+@pytest.fixture
+def workers(settings):
+    made = []
+
+    def start(n, slots=4):
+        made.append(Workers(n, settings, slots))
+        return made[-1]
+
+    yield start
+    for w in made:
+        w.close()
+
+
+# -- SIGKILL ----------------------------------------------------------------------------
+
+KILL_CONNECTIONS = 10
+
+KILL_CASES = {
+    "a": "killed holding the lease, before its call to the token endpoint",
+    "b": "killed while Intuit works on its refresh (request received, no answer yet)",
+    "c": "killed after Intuit answered, before the commit",
+}
+
+
+@contextlib.contextmanager
+def rows_locked(pks):
+    """Hold the rows (PostgreSQL: SELECT ... FOR UPDATE) or the database's write lock (SQLite)
+    in this test's own transaction, so that a worker's final UPDATE blocks."""
+    with transaction.atomic():
+        if db_connection.vendor == "postgresql":
+            list(QuickBooksConnection.objects.select_for_update().filter(pk__in=pks))
+        else:  # BEGIN IMMEDIATE already took the write lock; a write makes that plain
+            QuickBooksConnection.objects.filter(pk__in=pks).update(company_name=F("company_name"))
+        yield
+
+
+def writers_blocked():
+    """How many database sessions wait on a lock (PostgreSQL), or None where we cannot see."""
+    if db_connection.vendor != "postgresql":
+        return None
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
+def run_kill_case(case, rotation, fake, user, settings, checker):
+    """Kill a worker refreshing KILL_CONNECTIONS connections at the moment ``case`` names.
+
+    Returns a row of counts for the table. The lease the dead worker holds would expire
+    by itself after HTTP_TIMEOUT * 4 + 30 s; the test moves its expiry into the past
+    instead of waiting (time passing, nothing else).
+    """
+    n = KILL_CONNECTIONS
+    fake.latency = {}
+    fake.rotation_interval = 0 if rotation else 10 * 86400
+    fake.rotation_grace = 0
+    realms = add_companies(fake, n)
+    pks = [connect(fake, user, realm).pk for realm in realms]
+    grants = {pk: fake.grant_for_realm(realm) for pk, realm in zip(pks, realms, strict=True)}
+    issued = {pk: len(g.access_token_expiry) for pk, g in grants.items()}
+
+    def answered():
+        return sum(len(g.access_token_expiry) > issued[pk] for pk, g in grants.items())
+
+    def leases_held():
+        return (
+            QuickBooksConnection.objects.filter(pk__in=pks).exclude(refresh_lease_owner="").count()
+        )
+
+    for pk in pks:
+        expire_access(pk)
+    fake.reset_counters()
+    fake.latency = {"a": {"discovery": 30}, "b": {"token": 3}, "c": {"token": 0.5}}[case]
+
+    ctx = multiprocessing.get_context("spawn")
+    started = ctx.Queue()
+    proc = ctx.Process(
+        target=refresh_until_killed,
+        args=(db_connection.settings_dict["NAME"], dict(settings.QB_OAUTH), pks, started),
+    )
+    proc.start()
+    blocked = None
+    try:
+        started.get(timeout=120)
+        wait_for(lambda: leases_held() == n, 30, "every lease taken")
+        if case == "a":
+            # Each holder is fetching the discovery document (slow), not yet at the token endpoint.
+            wait_for(lambda: fake.counts["discovery"] >= n, 10, "the discovery requests")
+            assert fake.counts["token.refresh_token"] == 0
+            proc.kill()
+        elif case == "b":
+            wait_for(lambda: fake.counts["token.refresh_token"] == n, 10, "the refresh requests")
+            assert answered() == 0
+            proc.kill()
+        else:
+            with rows_locked(pks):
+                wait_for(lambda: answered() == n, 10, "Intuit's answers")
+                if db_connection.vendor == "postgresql":
+                    wait_for(lambda: writers_blocked() >= n, 10, "the worker's blocked UPDATEs")
+                    blocked = writers_blocked()
+                else:
+                    time.sleep(0.5)  # the worker waits on the write lock (busy timeout 30 s)
+                proc.kill()
+                proc.join(10)
+        proc.join(10)
+        assert proc.exitcode == -signal.SIGKILL
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+    token_calls = fake.counts["token.refresh_token"]
+    if case == "b":
+        # The requests the dead worker sent are still being worked on at Intuit: let them end.
+        wait_for(lambda: answered() == n, 10, "Intuit to finish the orphaned requests")
+
+    left_held = leases_held()
+    QuickBooksConnection.objects.filter(pk__in=pks).exclude(refresh_lease_owner="").update(
+        refresh_lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    for pk in pks:
+        expire_access(pk)
+    fake.latency = {}
+    outcomes = dict(checker.ask(0, ("get", pks)))
+
+    usable = lost = reauth = 0
+    for row in QuickBooksConnection.objects.filter(pk__in=pks):
+        outcome = outcomes[row.pk]
+        grant = grants[row.pk]
+        if outcome[0] == "ok":
+            usable += 1
+            assert outcome[1] in grant.access_tokens
+            assert row.refresh_token == grant.current_refresh_token
+            assert row.state == ConnectionState.ACTIVE
+        else:
+            assert outcome[1] == "ReauthorizationRequired", outcome
+            assert row.refresh_token != grant.current_refresh_token  # Intuit rotated it away
+        lost += row.refresh_token != grant.current_refresh_token
+        reauth += row.state == ConnectionState.REAUTH_REQUIRED
+    return {
+        "case": case,
+        "rotation": rotation,
+        "leases_left": left_held,
+        "token_calls": token_calls,
+        "blocked": blocked,
+        "usable": usable,
+        "lost": lost,
+        "reauth": reauth,
+    }
+
+
+def test_sigkilled_workers(fake_intuit, user, settings, workers):
+    """SIGKILL a worker at three moments of a refresh, 10 connections each, with and without
+    rotation; count the connections a later get_access_token (another process) can use."""
+    checker = workers(1, slots=1)
+    rows = []
+    for case in KILL_CASES:
+        for rotation in (False, True):
+            rows.append(run_kill_case(case, rotation, fake_intuit, user, settings, checker))
+
+    print(f"\nSIGKILL on {db_connection.vendor}, {KILL_CONNECTIONS} connections per row:")
+    print(f"{'case':<78} {'rotation':>8} {'usable':>7} {'lost':>5} {'reauth':>7}")
+    for r in rows:
+        label = f"({r['case']}) {KILL_CASES[r['case']]}"
+        print(
+            f"{label:<78} {'yes' if r['rotation'] else 'no':>8} "
+            f"{r['usable']:>4}/{KILL_CONNECTIONS:<2} {r['lost']:>5} {r['reauth']:>7}"
+        )
+    print(
+        "leases left held by the dead worker: "
+        + ", ".join(f"({r['case']}, rot={r['rotation']:d}) {r['leases_left']}" for r in rows)
+    )
+    if db_connection.vendor == "postgresql":
+        print(
+            "(c) worker UPDATEs seen blocked on the test's row locks at the kill: "
+            + ", ".join(f"rot={r['rotation']:d} {r['blocked']}" for r in rows if r["case"] == "c")
+        )
+    table = {(r["case"], r["rotation"]): r for r in rows}
+    for r in rows:
+        assert r["leases_left"] == KILL_CONNECTIONS  # the dead holder never released it
+    # (a) Intuit never saw the request: nothing is lost, with or without rotation.
+    assert table["a", False]["usable"] == table["a", True]["usable"] == KILL_CONNECTIONS
+    # Without rotation the stored refresh token stays good whatever the moment of death.
+    for case in KILL_CASES:
+        assert table[case, False]["usable"] == KILL_CONNECTIONS
+        assert table[case, False]["reauth"] == 0
+    # With rotation and no grace, once Intuit has the request it rotates, answer heard or not:
+    # (b) and (c) are the one window that cannot be closed. The connections need the user.
+    for case in ("b", "c"):
+        assert table[case, True]["usable"] == 0
+        assert table[case, True]["lost"] == table[case, True]["reauth"] == KILL_CONNECTIONS
