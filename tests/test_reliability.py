@@ -40,7 +40,7 @@ from qb_oauth.exceptions import IntuitUnavailable
 from qb_oauth.models import ConnectionEvent, ConnectionState, EventKind, QuickBooksConnection
 from qb_oauth.testing import Company
 
-from .reliability_workers import refresh_until_killed, serve
+from .reliability_workers import SlotPool, refresh_until_killed, serve
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -461,3 +461,121 @@ def test_sigkilled_workers(fake_intuit, user, settings, workers):
     for case in ("b", "c"):
         assert table[case, True]["usable"] == 0
         assert table[case, True]["lost"] == table[case, True]["reauth"] == KILL_CONNECTIONS
+
+
+# -- randomized races -------------------------------------------------------------------
+
+RACE_CONNECTIONS = 20  # scenarios run side by side in one batch, one connection each
+RACE_PROCESSES = 2
+RACE_SLOTS = 4  # threads per process, the test's own included
+
+
+def race_scenarios():
+    default = "1000" if db_connection.vendor == "postgresql" else "100"
+    return int(os.environ.get("QB_REL_SCENARIOS", default))
+
+
+def plan_batch(rng, pks):
+    """A random batch: Intuit's latency and rotation, and each connection's actions.
+
+    Returns (latency, rotation_interval, expired_at_start, actions); an action is
+    (action_id, pk, op, arg, delay, place, slot); place 0 is this process.
+    """
+    latency = rng.choice([0.0, rng.uniform(0, 0.03), rng.uniform(0.03, 0.15)])
+    rotation = rng.choice([0, 0, rng.randint(60, 1800)])
+    expired = [pk for pk in pks if rng.random() < 0.7]
+    actions = []
+    for pk in pks:
+        for _ in range(rng.randint(2, 8)):
+            op = rng.choices(["get", "force", "expire"], weights=[6, 3, 1])[0]
+            actions.append([pk, op, None, rng.uniform(0, 0.2)])
+    for _ in range(rng.choice([0, 0, 1, 2])):  # Intuit's clock moves, rotation comes due
+        actions.append([None, "advance", rng.uniform(0, 1800), rng.uniform(0, 0.2)])
+    planned = []
+    for i, (pk, op, arg, delay) in enumerate(actions):
+        place = 0 if op == "advance" else rng.randrange(RACE_PROCESSES + 1)
+        planned.append((i, pk, op, arg, delay, place, rng.randrange(RACE_SLOTS)))
+    return latency, rotation, expired, planned
+
+
+def test_randomized_refresh_races(fake_intuit, user, settings, workers):
+    """Seeded random races over threads of this process and of long-lived worker processes.
+
+    Rotation without grace; random latencies; get_access_token, forced refreshes, our
+    clock passing an expiry and Intuit's clock moving. After every batch: every stored
+    refresh token is the one Intuit considers current, no connection whose grant is alive
+    is marked reauth_required, no lease is left held, no caller got an error.
+    """
+    fake = fake_intuit
+    total = race_scenarios()
+    if db_connection.vendor != "postgresql":
+        print(f"\nSQLite: a smaller run ({total} scenarios); the 1,000 run on PostgreSQL.")
+    rng = random.Random(seed_for("randomized races"))
+    fake.rotation_grace = 0
+    realms = add_companies(fake, RACE_CONNECTIONS)
+    pks = [connect(fake, user, realm).pk for realm in realms]
+    grants = {pk: fake.grant_for_realm(realm) for pk, realm in zip(pks, realms, strict=True)}
+    pool = workers(RACE_PROCESSES, slots=RACE_SLOTS)
+    local = SlotPool(RACE_SLOTS, extra_ops={"advance": lambda _pk, s: fake.clock.advance(s)})
+
+    scenarios = calls = actions_run = 0
+    errors, lost, false_flags, leases = [], [], [], []
+    slowest = 0.0
+    started = time.monotonic()
+    try:
+        while scenarios < total:
+            latency, rotation, expired, planned = plan_batch(rng, pks)
+            fake.latency = {"token": latency}
+            fake.rotation_interval = rotation
+            for pk in expired:
+                expire_access(pk)
+            before_calls = fake.counts["token.refresh_token"]
+            per_place = [[[] for _ in range(RACE_SLOTS)] for _ in range(RACE_PROCESSES + 1)]
+            for action_id, pk, op, arg, delay, place, slot in planned:
+                per_place[place][slot].append((action_id, pk, op, arg, delay))
+            start_at = time.time() + 0.05
+            for i in range(RACE_PROCESSES):
+                pool.tasks[i].put(("race", start_at, per_place[i + 1]))
+            results = local.run(start_at, per_place[0])
+            for i in range(RACE_PROCESSES):
+                kind, payload = pool.results[i].get(timeout=120)
+                assert kind == "race", payload
+                results.extend(payload)
+
+            by_id = {a[0]: a for a in planned}
+            for action_id, outcome, seconds in results:
+                _id, pk, op, _arg, _delay, place, _slot = by_id[action_id]
+                slowest = max(slowest, seconds)
+                if outcome[0] != "ok":
+                    errors.append((scenarios, pk, op, place, outcome))
+                elif op in ("get", "force") and outcome[1] not in grants[pk].access_token_expiry:
+                    errors.append((scenarios, pk, op, place, "a token Intuit never issued"))
+            actions_run += len(results)
+            calls += fake.counts["token.refresh_token"] - before_calls
+            lost += [(scenarios, pk) for pk in lost_refresh_tokens(fake, pks)]
+            false_flags += [(scenarios, pk) for pk in false_reauth(fake, pks)]
+            leases += list(
+                QuickBooksConnection.objects.filter(pk__in=pks)
+                .exclude(refresh_lease_owner="")
+                .values_list("pk", flat=True)
+            )
+            scenarios += len(pks)
+            if lost or false_flags:
+                break  # every later batch would count the same connection again
+    finally:
+        local.close()
+    elapsed = time.monotonic() - started
+
+    print(
+        f"randomized races on {db_connection.vendor}: {scenarios} scenarios "
+        f"({RACE_CONNECTIONS} connections per batch, {RACE_PROCESSES} worker processes + this "
+        f"one, {RACE_SLOTS} threads each), {actions_run} calls, {calls} refreshes at Intuit, "
+        f"slowest call {slowest:.2f} s, {elapsed:.0f} s; lost refresh tokens: {len(lost)}, "
+        f"false reauth_required: {len(false_flags)}, leases left: {len(leases)}, "
+        f"errors: {len(errors)}"
+    )
+    assert lost == []
+    assert false_flags == []
+    assert leases == []
+    assert errors == []
+    assert scenarios >= total
