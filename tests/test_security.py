@@ -10,9 +10,10 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.exceptions import TooManyFieldsSent
 from django.http import QueryDict
-from django.test import RequestFactory
+from django.test import Client, RequestFactory
 from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -543,3 +544,149 @@ def test_same_site_check_itself():
         assert same_site(value) == (value in paths_here), value
     for good in ("/quickbooks/", "http://testserver/x", "https://testserver/", "?a=1", "x/y"):
         assert same_site(good), good
+
+
+# -- CSRF ----------------------------------------------------------------------------------------
+
+
+def csrf_client(user, page="/quickbooks/"):
+    """A client that enforces CSRF, signed in, with its CSRF cookie set by a GET of ``page``."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    assert client.get(page).status_code == 200
+    return client, client.cookies["csrftoken"].value
+
+
+def test_csrf_on_connect_and_disconnect(user, connect_realm, fake_intuit):
+    connection = connect_realm(user)
+    client, token = csrf_client(user)
+    connect = reverse("qb_oauth:connect")
+    disconnect = reverse("qb_oauth:disconnect", args=[connection.pk])
+    assert client.post(connect, {"next": "/quickbooks/"}).status_code == 403
+    assert client.post(disconnect).status_code == 403
+    assert client.post(disconnect, {"csrfmiddlewaretoken": "x" * 64}).status_code == 403
+    connection.refresh_from_db()
+    assert connection.state == ConnectionState.ACTIVE
+    assert fake_intuit.counts["revoke"] == 0
+
+    response = client.post(connect, {"csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    assert response["Location"].startswith(fake_intuit.authorization_url)
+    response = client.post(disconnect, {"csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    connection.refresh_from_db()
+    assert connection.state == ConnectionState.DISCONNECTED
+    # The header works too (a JavaScript front end).
+    response = client.post(connect, HTTP_X_CSRFTOKEN=token)
+    assert response.status_code == 302
+
+
+ADMIN_CHANGELIST = "admin:qb_oauth_quickbooksconnection_changelist"
+
+
+def _tool(name, conn):
+    return reverse(f"admin:qb_oauth_quickbooksconnection_{name}", args=[conn.pk])
+
+
+def _admin_posts(conn):
+    changelist = reverse(ADMIN_CHANGELIST)
+    selected = {"_selected_action": [conn.pk]}
+    return [
+        ("refresh action", changelist, {"action": "refresh_now", **selected}),
+        ("check action", changelist, {"action": "check_connection", **selected}),
+        ("revoke confirmation", changelist, {"action": "revoke_and_disconnect", **selected}),
+        ("delete confirmation", changelist, {"action": "delete_selected", **selected}),
+        ("refresh button", _tool("refresh", conn), {}),
+        ("check button", _tool("check", conn), {}),
+        (
+            "revoke action",
+            changelist,
+            {"action": "revoke_and_disconnect", "post": "yes", **selected},
+        ),
+    ]
+
+
+def test_csrf_on_every_admin_post(admin_user, user, connect_realm, fake_intuit):
+    conn = connect_realm(user)
+    client, token = csrf_client(admin_user, reverse(ADMIN_CHANGELIST))
+    revoke_button = reverse("admin:qb_oauth_quickbooksconnection_revoke", args=[conn.pk])
+    posts = [*_admin_posts(conn), ("revoke button", revoke_button, {})]
+    fake_intuit.reset_counters()
+    for name, url, data in posts:
+        assert client.post(url, data).status_code == 403, name
+    assert fake_intuit.counts["token.refresh_token"] == 0
+    assert fake_intuit.counts["revoke"] == 0 and fake_intuit.counts["api"] == 0
+    conn.refresh_from_db()
+    assert conn.state == ConnectionState.ACTIVE
+
+    for name, url, data in posts[:-1]:
+        response = client.post(url, {**data, "csrfmiddlewaretoken": token})
+        assert response.status_code in (200, 302), name
+    assert fake_intuit.counts["token.refresh_token"] == 2  # the action and the button
+    assert fake_intuit.counts["api"] == 2
+    conn.refresh_from_db()
+    assert conn.state == ConnectionState.DISCONNECTED  # by the last one, the confirmed revoke
+
+
+def test_admin_actions_need_change_permission(django_user_model, user, connect_realm, fake_intuit):
+    conn = connect_realm(user)
+    viewer = django_user_model.objects.create_user("viewer", "v@example.com", "pw", is_staff=True)
+    viewer.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="qb_oauth", codename__startswith="view_")
+    )
+    client, token = csrf_client(viewer, reverse(ADMIN_CHANGELIST))
+    fake_intuit.reset_counters()
+    for name, url, data in _admin_posts(conn):
+        response = client.post(url, {**data, "csrfmiddlewaretoken": token})
+        assert response.status_code in (200, 302, 403), name
+    revoke_button = reverse("admin:qb_oauth_quickbooksconnection_revoke", args=[conn.pk])
+    assert client.get(revoke_button).status_code == 403
+    assert client.post(revoke_button, {"csrfmiddlewaretoken": token}).status_code == 403
+    assert fake_intuit.counts["token.refresh_token"] == 0
+    assert fake_intuit.counts["revoke"] == 0 and fake_intuit.counts["api"] == 0
+    conn.refresh_from_db()
+    assert conn.state == ConnectionState.ACTIVE
+    assert QuickBooksConnection.objects.filter(pk=conn.pk).exists()
+
+
+# -- other users' connections ----------------------------------------------------------------
+
+
+def test_another_users_connection_is_unreachable(
+    alice, user, other_user, connect_realm, with_disconnect_url
+):
+    fake = with_disconnect_url
+    mine = connect_realm(user, fake.companies[0].realm_id)
+    theirs = connect_realm(other_user, fake.companies[1].realm_id)
+    same_realm = connect_realm(other_user, fake.companies[0].realm_id)  # a realm we share
+    fake.reset_counters()
+
+    for conn in (theirs, same_realm):
+        url = reverse("qb_oauth:disconnect", args=[conn.pk])
+        assert alice.get(url).status_code == 404
+        assert alice.post(url).status_code == 404
+        assert alice.post(url, {"next": "/"}).status_code == 404
+
+    page = alice.get(CONNECTIONS).content.decode()
+    assert fake.companies[1].name not in page and fake.companies[1].realm_id not in page
+    for conn in (theirs, same_realm):
+        assert reverse("qb_oauth:disconnect", args=[conn.pk]) not in page
+        assert f"qb-connection-{conn.pk}" not in page
+    assert reverse("qb_oauth:disconnect", args=[mine.pk]) in page
+
+    # Their realm through Intuit's Disconnect and Reconnect URLs: nothing of theirs.
+    url = reverse("qb_oauth:intuit_disconnect")
+    assert alice.get(url, {"realmId": theirs.realm_id}).status_code == 404
+    reconnect = alice.get(reverse("qb_oauth:reconnect"), {"realmId": theirs.realm_id})
+    assert fake.companies[1].name not in reconnect.content.decode()
+    # The shared realm: only my own connection is checked at Intuit.
+    assert alice.get(url, {"realmId": same_realm.realm_id}).status_code == 200
+
+    assert fake.counts["revoke"] == 0
+    assert fake.counts["token.refresh_token"] == 1  # mine, for the shared realm
+    for conn in (theirs, same_realm):
+        before = conn.refresh_token
+        conn.refresh_from_db()
+        assert conn.state == ConnectionState.ACTIVE
+        assert conn.refresh_token == before
+        assert not conn.events.exclude(kind="connected").exists()
