@@ -18,6 +18,7 @@ from django.db import connection as db_connection
 from django.test import Client
 
 SITE_HOST = "testserver"
+TEMPLATE_LOGS = "logs (django.template)"
 
 #: Loggers that must reach the root handler at DEBUG during the leak sweep.
 WATCHED_LOGGERS = (
@@ -33,6 +34,7 @@ WATCHED_LOGGERS = (
     "django.server",
     "django.security",
     "django.db.backends",
+    "django.template",
     "qb_oauth",
     "qb_oauth.client",
     "qb_oauth.tokens",
@@ -117,12 +119,15 @@ class ListHandler(logging.Handler):
             message = record.getMessage()
         except Exception:  # a broken format string is still evidence
             message = f"{record.msg!r} % {record.args!r}"
-        self.sink.add("logs", f"{record.name} {record.levelname} {message}")
-        self.sink.add("logs", repr(record.args))
+        # Django's template engine logs the whole context (the request, its query string) at
+        # DEBUG for every failed variable lookup: kept apart, see test_security.py.
+        where = TEMPLATE_LOGS if record.name.startswith("django.template") else "logs"
+        self.sink.add(where, f"{record.name} {record.levelname} {message}")
+        self.sink.add(where, repr(record.args))
         if record.exc_info:
-            self.sink.add("logs", "".join(traceback.format_exception(*record.exc_info)))
+            self.sink.add(where, "".join(traceback.format_exception(*record.exc_info)))
         if record.stack_info:
-            self.sink.add("logs", record.stack_info)
+            self.sink.add(where, record.stack_info)
 
 
 class capture_all_logs:
@@ -226,9 +231,10 @@ def same_site(location: str) -> bool:
 
     Normalises the way the WHATWG URL parser does for http(s): leading and
     trailing C0 controls and spaces dropped, tabs and newlines removed
-    anywhere, backslashes read as slashes, three or more slashes read as two. User-info counts as off-site, and
-    so does anything off-site from either scheme (``http:evil.com`` is a path
-    on an http page but the host evil.com on an https one).
+    anywhere, backslashes read as slashes, three or more slashes read as two.
+    User-info counts as off-site, and so does anything off-site from either
+    scheme (``http:evil.com`` is a path on an http page, the host evil.com on
+    an https one).
     """
     text = location.strip(_C0_AND_SPACE)
     text = re.sub(r"[\t\n\r]", "", text).replace("\\", "/")

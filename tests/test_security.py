@@ -7,6 +7,7 @@ test client; nothing of qb_oauth is mocked.
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -690,3 +691,288 @@ def test_another_users_connection_is_unreachable(
         assert conn.state == ConnectionState.ACTIVE
         assert conn.refresh_token == before
         assert not conn.events.exclude(kind="connected").exists()
+
+
+# -- the token-leak sweep ----------------------------------------------------------------------
+
+
+def _flow(sink, fake, client, secrets, *, realm_id=None, action="connect", **form):
+    """Connect (or reconnect) through the views; the one-time code and state are noted."""
+    location = client.post(reverse("qb_oauth:connect"), form)["Location"]
+    back = fake.consent(location, realm_id=realm_id, action=action)
+    secrets["states"].add(query_of(back).get("state") or "")
+    secrets["codes"].add(query_of(back).get("code") or "")
+    return back
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_token_leaks_anywhere(fake_intuit, settings, user, other_user, admin_user, caplog):
+    """The whole life of several connections through every surface; then every token the
+    fake issued is searched for in everything captured: 0 hits."""
+    from django.core.management import call_command
+    from quickbooks.objects.company_info import CompanyInfo
+
+    from qb_oauth import client as qb_client
+    from qb_oauth import signals, tasks, tokens
+    from qb_oauth.models import SweepRun
+    from tests.security_helpers import (
+        TEMPLATE_LOGS,
+        RecordingClient,
+        Sink,
+        capture_all_logs,
+        command_output,
+        dump_database,
+    )
+
+    fake = fake_intuit
+    sink = Sink()
+    secrets = {"states": set(), "codes": set()}
+    token_values: set[str] = set()
+    settings.QB_OAUTH = {**settings.QB_OAUTH, "SCOPES": OPENID}
+    fake.disconnect_url = "http://testserver" + reverse("qb_oauth:intuit_disconnect")
+    realms = [c.realm_id for c in fake.companies]
+
+    def on_signal(sender, **kwargs):
+        sink.add("signals", repr(kwargs))
+        sink.add_object("reprs", kwargs.get("connection"))
+
+    all_signals = [
+        signals.connection_created,
+        signals.tokens_refreshed,
+        signals.reauthorization_required,
+        signals.connection_disconnected,
+        signals.refresh_token_expiring,
+    ]
+    for signal in all_signals:
+        signal.connect(on_signal, weak=False, dispatch_uid="test_security")
+    caplog.set_level(logging.DEBUG)
+    try:
+        with capture_all_logs(sink) as handler:
+            browsers = {}
+            for person, password in ((user, "pw-alice"), (other_user, "pw-mallory")):
+                browser = RecordingClient(sink)
+                response = browser.post(
+                    "/accounts/login/", {"username": person.username, "password": password}
+                )
+                assert response.status_code == 302
+                browsers[person] = browser
+            alice, mallory = browsers[user], browsers[other_user]
+
+            # 1. Connect through the views, with openid: id tokens are issued too.
+            for browser, realm in ((alice, realms[0]), (alice, realms[1]), (mallory, realms[2])):
+                browser.get(CONNECTIONS)
+                back = _flow(sink, fake, browser, secrets, realm_id=realm, next="/quickbooks/")
+                assert browser.get(back, follow=True).status_code == 200
+            back = _flow(sink, fake, mallory, secrets, realm_id=realms[0], action="cancel")
+            mallory.get(back, follow=True)
+            conns = list(QuickBooksConnection.objects.order_by("pk"))
+            assert len(conns) == 3 and all(c.id_token for c in conns)
+
+            # 2. Straight through client.py: TokenResponse, IdentityClaims.
+            authorize = qb_client.authorization_url(
+                state="leak-sweep", redirect_uri=fake.redirect_uris[0], scopes=OPENID
+            )
+            code = query_of(fake.consent(authorize, realm_id=realms[1]))["code"]
+            secrets["codes"].add(code)
+            answer = qb_client.exchange_code(code=code, redirect_uri=fake.redirect_uris[0])
+            sink.add_object("reprs", answer)
+            sink.add_object("reprs", qb_client.verify_id_token(answer.id_token))
+            sink.add_object("reprs", qb_client.userinfo(answer.access_token))
+            again = qb_client.refresh_tokens(answer.refresh_token)
+            sink.add_object("reprs", again)
+            sink.attempt("exceptions", qb_client.refresh_tokens, "RT1-not-a-token")
+            sink.attempt("exceptions", qb_client.exchange_code, code=code, redirect_uri="x")
+            qb_client.revoke_token(again.refresh_token)
+            for response in (answer, again):
+                token_values |= {response.access_token, response.refresh_token}
+            token_values.add(answer.id_token)
+
+            # 3. Use, then forced refreshes with rotation every time.
+            for conn in conns:
+                sink.attempt("exceptions", tokens.get_access_token, conn)
+            fake.rotation_interval = 0
+            for conn in conns:
+                sink.attempt("exceptions", tokens.refresh, conn, force=True)
+
+            # 4. An hour later at Intuit: the API answers 401, the session refreshes, retries.
+            fake.clock.advance(3700)
+
+            def read_company(conn):
+                with conn.api_session() as session:
+                    sink.add_object("reprs", session)
+                    response = session.get(f"companyinfo/{conn.realm_id}")
+                    sink.add("html", response.text)
+                    return session.json_or_raise(response, "CompanyInfo")
+
+            for conn in conns:
+                sink.attempt("exceptions", read_company, conn)
+                sink.attempt("exceptions", tokens.check_connection, conn)
+            qb = conns[0].quickbooks_client()
+            sink.add_object("reprs", qb)
+            sink.add_object("reprs", vars(qb))
+            info = sink.attempt("exceptions", CompanyInfo.get, conns[0].realm_id, qb=qb)
+            sink.add_object("reprs", info)
+            fake.clock.advance(-3700)
+
+            # 5. Outages: refresh, the API, the exchange, the revocation.
+            for kind in ("503", "500", "429", "malformed", "reset"):
+                fake.inject_fault("token", kind)
+                sink.attempt("exceptions", tokens.refresh, conns[0], force=True)
+            settings.QB_OAUTH = {**settings.QB_OAUTH, "HTTP_TIMEOUT": 0.5}
+            fake.timeout_seconds = 1.5
+            fake.inject_fault("token", "timeout")
+            sink.attempt("exceptions", tokens.refresh, conns[0], force=True)
+            fake.inject_fault("api", "timeout")
+            sink.attempt("exceptions", tokens.check_connection, conns[0])
+            settings.QB_OAUTH = {**settings.QB_OAUTH, "HTTP_TIMEOUT": 5}
+            for kind in ("500", "429", "malformed"):
+                fake.inject_fault("api", kind)
+                sink.attempt("exceptions", tokens.check_connection, conns[1])
+            for kind in ("503", "malformed"):
+                back = _flow(sink, fake, alice, secrets, realm_id=realms[0])
+                fake.inject_fault("token", kind)
+                assert alice.get(back, follow=True).status_code == 503
+            fake.inject_fault("revoke", "503")
+            alice.post(reverse("qb_oauth:disconnect", args=[conns[1].pk]), follow=True)
+            # The answer lost after Intuit rotated: the stored token is dead, then invalid_grant.
+            fake.inject_fault("token", "reset_after")
+            sink.attempt("exceptions", tokens.refresh, conns[1], force=True)
+            sink.attempt("exceptions", tokens.refresh, conns[1], force=True)
+
+            # 6. invalid_grant: the user revoked access at Intuit; then reauth through the views.
+            fake.revoke_grant(conns[2].realm_id)
+            sink.attempt("exceptions", tokens.refresh, conns[2], force=True)
+            sink.attempt("exceptions", tokens.get_access_token, conns[2])
+            sink.attempt("exceptions", read_company, conns[2])
+            for browser in (alice, mallory):
+                browser.get(CONNECTIONS)
+                for realm in realms:
+                    browser.get(reverse("qb_oauth:reconnect"), {"realmId": realm})
+            back = _flow(sink, fake, mallory, secrets, realm_id=realms[2])
+            assert mallory.get(back, follow=True).status_code == 200
+            back = _flow(sink, fake, alice, secrets, realm_id=realms[1])
+            alice.get(back, follow=True)
+            alice.get(back, follow=True)  # replayed: refused
+            mallory.get(back, follow=True)  # another session: refused
+
+            # 7. Revoke via the view; Intuit-side disconnect (real and forged).
+            alice.get(reverse("qb_oauth:disconnect", args=[conns[0].pk]))
+            alice.post(reverse("qb_oauth:disconnect", args=[conns[0].pk]), follow=True)
+            alice.get(fake.disconnect_from_quickbooks(realms[1]), follow=True)
+            mallory.get(reverse("qb_oauth:intuit_disconnect"), {"realmId": realms[2]})
+            back = _flow(sink, fake, alice, secrets, realm_id=realms[0])
+            alice.get(back, follow=True)
+
+            # 8. The admin, as a superuser: every page and every action.
+            admin = RecordingClient(sink)
+            admin.force_login(admin_user)
+            changelist = reverse(ADMIN_CHANGELIST)
+            for query in ("", "?state=active", "?failing=yes", "?refresh_expiring=7", "?q=al"):
+                assert admin.get(changelist + query).status_code == 200
+            pks = list(QuickBooksConnection.objects.values_list("pk", flat=True))
+            for pk in pks:
+                admin.get(reverse("admin:qb_oauth_quickbooksconnection_change", args=[pk]))
+                admin.get(reverse("admin:qb_oauth_quickbooksconnection_history", args=[pk]))
+                admin.get(reverse("admin:qb_oauth_quickbooksconnection_revoke", args=[pk]))
+                admin.get(reverse("admin:qb_oauth_quickbooksconnection_delete", args=[pk]))
+            for action in ("refresh_now", "check_connection", "revoke_and_disconnect"):
+                admin.post(changelist, {"action": action, "_selected_action": pks}, follow=True)
+            fake.inject_fault("token", "503")
+            live = QuickBooksConnection.objects.filter(state="active").first()
+            admin.post(_tool("refresh", live), follow=True)
+            fake.inject_fault("api", "500")
+            admin.post(_tool("check", live), follow=True)
+            admin.post(_tool("refresh", live), follow=True)
+            admin.get(reverse("admin:qb_oauth_connectionevent_changelist"))
+            for event in ConnectionEvent.objects.all():
+                admin.get(reverse("admin:qb_oauth_connectionevent_change", args=[event.pk]))
+            admin.get(reverse("admin:index"))
+
+            # 9. The management commands, and the scheduled task.
+            command_output(call_command, "qb_status", sink=sink)
+            command_output(call_command, "qb_status", "--json", sink=sink)
+            command_output(call_command, "qb_status", "--failing", sink=sink)
+            command_output(call_command, "qb_refresh", "--all", "--dry-run", sink=sink)
+            command_output(call_command, "qb_refresh", "--all", "--concurrency", "1", sink=sink)
+            for pk in pks:
+                command_output(call_command, "qb_refresh", "--connection", str(pk), sink=sink)
+            command_output(call_command, "qb_rotate_keys", sink=sink)
+            sink.add_object("reprs", sink.attempt("exceptions", tasks.refresh_due_connections))
+            admin.get(reverse("admin:qb_oauth_sweeprun_changelist"))
+            admin.post(
+                changelist,
+                {"action": "revoke_and_disconnect", "_selected_action": pks, "post": "yes"},
+                follow=True,
+            )
+            records = handler.count
+    finally:
+        for signal in all_signals:
+            signal.disconnect(dispatch_uid="test_security")
+
+    # Everything the app holds, read back: reprs, events, errors, every table with SQL.
+    for conn in QuickBooksConnection.objects.all():
+        sink.add_object("reprs", conn)
+        sink.add("database", conn.last_error)
+    for event in ConnectionEvent.objects.all():
+        sink.add_object("reprs", event)
+        sink.add("database", event.detail)
+    for run in SweepRun.objects.all():
+        sink.add_object("reprs", run)
+    rows = dump_database(sink)
+    for record in caplog.records:  # pytest's own capture, formatted its way
+        where = TEMPLATE_LOGS if record.name.startswith("django.template") else "logs"
+        sink.add(where, caplog.handler.format(record))
+
+    token_values |= fake.issued_tokens()
+    token_values.discard("")
+    kinds = {
+        "access": sum(1 for t in token_values if t.count(".") == 4),
+        "refresh": sum(1 for t in token_values if t.startswith("RT1-")),
+        "id": sum(1 for t in token_values if t.count(".") == 2),
+    }
+    config_secrets = {"qb-test-secret", *settings.FERNET_KEYS}
+    one_time = (secrets["codes"] | secrets["states"]) - {""}
+    print(
+        f"\nleak sweep: searched {len(token_values)} tokens ({kinds}), {len(one_time)} codes and "
+        f"states, {len(config_secrets)} configured secrets in {sink.size():,} characters "
+        f"({records} log records, {admin.responses + alice.responses + mallory.responses} "
+        f"responses, {rows} database rows): "
+        + ", ".join(f"{k} {sum(len(t) for t in v):,}" for k, v in sorted(sink.parts.items()))
+    )
+    assert kinds["access"] >= 15 and kinds["refresh"] >= 10 and kinds["id"] >= 5
+    assert sink.find(token_values) == []
+    assert sink.find(config_secrets) == []
+    # The state travels to Intuit in the connect redirect's Location by design: not there.
+    # Django's template DEBUG records are the known exception (xfail test below).
+    places = [p for p in sink.parts if p not in ("headers", TEMPLATE_LOGS)]
+    hits = [(where, value) for where, value in sink.find(one_time) if where in places]
+    assert hits == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DEFECT (low): qb_oauth's error page looks up variables its context lacks "
+    "(realm_id, reconnect, company in _connect_button.html); django.template logs each failed "
+    "lookup at DEBUG with the whole context, whose request repr holds the callback's code and "
+    "state; see docs/security.md",
+)
+def test_a_refused_callback_page_logs_no_code_at_debug(alice, user, fake_intuit, caplog):
+    back = fake_intuit.consent(start(alice))
+    thief = Client()
+    thief.force_login(user)
+    code = query_of(back)["code"]
+    with caplog.at_level(logging.DEBUG, logger="django.template"):
+        response = thief.get(back)  # another session: refused, the code is still unused
+    assert response.status_code == 400
+    assert code not in caplog.text
+
+
+def test_the_leak_search_finds_whole_and_truncated_copies():
+    from tests.security_helpers import Sink
+
+    token = "RT1-206-H0-1780000000abcdefghijklmnopqrst"
+    sink = Sink()
+    sink.add("logs", "refresh with " + token[-20:] + " failed")
+    sink.add("database", b"\x00" + token.encode() + b"\x00")
+    assert sink.find([token]) == [("logs", token[:12] + "…"), ("database", token[:12] + "…")]
+    assert sink.find(["RT1-206-H0-1780000000zzzzzzzzzzzzzzzzzzzz"]) == []
