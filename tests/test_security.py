@@ -29,12 +29,12 @@ CONNECTIONS = "/quickbooks/"
 OPENID = ["com.intuit.quickbooks.accounting", "openid", "email", "profile"]
 
 FUZZ = settings(
-    max_examples=120,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     database=None,  # no example database in the repo; failures print the reproducing example
 )
-FUZZ_SMALL = settings(FUZZ, max_examples=50)
+FUZZ_SMALL = settings(FUZZ, max_examples=40)
 
 
 # -- helpers ---------------------------------------------------------------------------------
