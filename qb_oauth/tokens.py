@@ -44,8 +44,10 @@ is dead, and the user must reconnect.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -105,9 +107,87 @@ def _qs():
 
 
 def _send_on_commit(signal, connection: QuickBooksConnection, **kwargs: Any) -> None:
-    transaction.on_commit(
-        lambda: signal.send(sender=QuickBooksConnection, connection=connection, **kwargs)
+    """Send ``signal`` once the change commits. A failing receiver is logged, never raised:
+    the tokens are stored by then, and the caller still gets them."""
+
+    def send() -> None:
+        for receiver, result in signal.send_robust(
+            sender=QuickBooksConnection, connection=connection, **kwargs
+        ):
+            if isinstance(result, Exception):
+                logger.error(
+                    "A receiver of a qb_oauth signal failed: %r raised %s",
+                    receiver,
+                    type(result).__name__,
+                    exc_info=result,
+                )
+
+    transaction.on_commit(send)
+
+
+def _inside_callers_transaction() -> bool:
+    """Whether the caller holds a transaction open (``atomic()``, ``ATOMIC_REQUESTS``).
+
+    A test case's own wrapping transaction does not count: Django's test cases
+    mark it, and the database is the test's alone.
+    """
+    conn = transaction.get_connection()
+    if conn.vendor == "sqlite":
+        # One writer at a time: another connection would wait for the caller's own
+        # transaction to end. On SQLite the lifecycle writes inside it (docs/usage.md).
+        return False
+    return conn.in_atomic_block and not all(
+        getattr(block, "_from_testcase", False) for block in conn.atomic_blocks
     )
+
+
+def _on_own_connection(func: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Run ``func`` in a helper thread, on a database connection of its own.
+
+    Tokens written inside the caller's transaction would be rolled back with
+    it, and a rotated refresh token rolled back is a connection lost: Intuit
+    killed the old value when it issued the new one. So when the caller holds
+    a transaction, the lifecycle runs and commits on its own connection, and
+    the caller waits for it.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        from django.db import connection, connections
+
+        try:
+            if connection.vendor == "postgresql":
+                # If the caller's transaction holds the row's lock, fail instead of waiting
+                # for a transaction that waits for us.
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT set_config('lock_timeout', %s, false)",
+                        [f"{int(_wait_limit() * 1000)}ms"],
+                    )
+            outcome["result"] = func(*args, **kwargs)
+        except BaseException as err:  # handed to the caller's thread
+            outcome["error"] = err
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=run, name="qb_oauth-own-connection", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
+
+
+def _committed_independently(func: Callable) -> Callable:
+    """Decorator: run ``func`` on its own connection when called inside a transaction."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _inside_callers_transaction():
+            return _on_own_connection(func, *args, **kwargs)
+        return func(*args, **kwargs)
+
+    return wrapper
 
 
 def record_event(
@@ -163,6 +243,7 @@ def _apply(connection: QuickBooksConnection, values: dict[str, Any]) -> None:
 # -- connect ---------------------------------------------------------------------
 
 
+@_committed_independently
 def connect(
     *,
     user,
@@ -197,6 +278,10 @@ def connect(
 
     now = _now()
     values = _token_fields(tokens, now)
+    # A new grant: its hard expiry is the one Intuit sent now (or unknown), and any
+    # expiry warning sent for the previous grant no longer applies.
+    values.setdefault("refresh_token_hard_expires_at", None)
+    values["expiry_warning_sent_at"] = None
     values["scopes"] = " ".join(scopes or qb_settings.SCOPES)[:500]
     if company_name:
         values["company_name"] = company_name
@@ -253,13 +338,20 @@ def get_access_token(connection: QuickBooksConnection) -> str:
     if not connection.access_token_expired(qb_settings.REFRESH_MARGIN, now):
         last_used = row["last_used_at"]
         if last_used is None or now - last_used > USED_AT_GRANULARITY:
-            _qs().filter(pk=connection.pk).update(last_used_at=now)
+            _mark_used(connection.pk, now)
             connection.last_used_at = now
         return connection.access_token
+    _mark_used(connection.pk, now)
     connection.last_used_at = now
-    _qs().filter(pk=connection.pk).update(last_used_at=now)
     refresh(connection)
     return connection.access_token
+
+
+@_committed_independently
+def _mark_used(pk: int, now: datetime) -> None:
+    # Its own commit: a row the caller's transaction wrote would stay locked until
+    # that transaction ends, and the refresh that follows runs on another connection.
+    _qs().filter(pk=pk).update(last_used_at=now)
 
 
 @dataclass
@@ -316,6 +408,7 @@ def _acquire_or_wait(
         delay = min(delay * 1.5, _POLL_MAX)
 
 
+@_committed_independently
 def refresh(
     connection: QuickBooksConnection, force: bool = False, *, actor=None
 ) -> QuickBooksConnection:
@@ -494,10 +587,12 @@ _CLEARED = {
     "refresh_lease_owner": "",
     "refresh_lease_expires_at": None,
     "next_attempt_at": None,
+    "consecutive_failures": 0,
     "state": ConnectionState.DISCONNECTED,
 }
 
 
+@_committed_independently
 def revoke(
     connection: QuickBooksConnection, *, actor=None, by: str = "user"
 ) -> QuickBooksConnection:
@@ -530,6 +625,7 @@ def revoke(
         _release(connection.pk, lease.owner)
 
 
+@_committed_independently
 def disconnected_at_intuit(connection: QuickBooksConnection, *, actor=None) -> bool:
     """Handle Intuit's Disconnect URL for ``connection``: confirm, then drop the tokens.
 
@@ -590,6 +686,7 @@ def check_connection(connection: QuickBooksConnection, *, actor=None) -> str:
     return name
 
 
+@_committed_independently
 def reencrypt_all(batch_size: int = 200) -> int:
     """Re-encrypt every stored token with the first key of ``FERNET_KEYS``.
 

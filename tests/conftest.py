@@ -58,9 +58,3 @@ def connect_realm(fake_intuit):
         return connection
 
     return make
-
-
-def postgres_only():
-    from django.db import connection
-
-    return pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL")

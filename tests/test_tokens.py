@@ -16,6 +16,8 @@ from qb_oauth.exceptions import (
 )
 from qb_oauth.models import ConnectionEvent, ConnectionState, EventKind, QuickBooksConnection
 
+from .marks import requires_postgres
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TOKEN_FIELDS = (
@@ -382,3 +384,88 @@ def test_api_fault_detail_is_never_copied(fake_intuit, user, connect_realm):
     texts.append(QuickBooksConnection.objects.get(pk=conn.pk).last_error)
     for text in texts:
         assert conn.access_token[:12] not in text
+
+
+class Rollback(Exception):
+    pass
+
+
+@requires_postgres("SQLite has one writer, so the lifecycle writes inside the caller's transaction")
+def test_a_refresh_inside_a_rolled_back_transaction_keeps_the_rotated_token(
+    fake_intuit, user, connect_realm
+):
+    """ATOMIC_REQUESTS or atomic(): the rotated refresh token must survive a rollback."""
+    from django.db import transaction
+
+    conn = connect_realm(user)
+    fake_intuit.rotation_interval = 0  # every refresh rotates, the old value dies at once
+    expire_access(conn)
+    with pytest.raises(Rollback):
+        with transaction.atomic():
+            assert tokens.get_access_token(conn)
+            raise Rollback
+    stored = QuickBooksConnection.objects.get(pk=conn.pk)
+    assert stored.refresh_token == fake_intuit.current_refresh_token(conn.realm_id)
+    tokens.refresh(stored, force=True)  # the grant is alive
+    assert QuickBooksConnection.objects.get(pk=conn.pk).state == ConnectionState.ACTIVE
+
+
+@requires_postgres("SQLite has one writer, so the lifecycle writes inside the caller's transaction")
+def test_connect_inside_a_transaction_commits_on_its_own(fake_intuit, user, connect_realm):
+    from django.db import transaction
+
+    with pytest.raises(Rollback):
+        with transaction.atomic():
+            conn = connect_realm(user)
+            assert QuickBooksConnection.objects.filter(pk=conn.pk).exists()
+            raise Rollback
+    assert QuickBooksConnection.objects.filter(pk=conn.pk).exists()
+
+
+def test_a_failing_signal_receiver_does_not_fail_the_caller(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    expire_access(conn)
+
+    def broken(sender, **kwargs):
+        raise RuntimeError("receiver bug")
+
+    signals.tokens_refreshed.connect(broken)
+    try:
+        assert tokens.get_access_token(conn)
+    finally:
+        signals.tokens_refreshed.disconnect(broken)
+    assert QuickBooksConnection.objects.get(pk=conn.pk).access_token == conn.access_token
+
+
+def test_disconnect_resets_failures_and_reconnect_clears_the_old_grants_dates(
+    fake_intuit, user, connect_realm
+):
+    conn = connect_realm(user)
+    QuickBooksConnection.objects.filter(pk=conn.pk).update(
+        consecutive_failures=3, expiry_warning_sent_at=timezone.now()
+    )
+    tokens.revoke(QuickBooksConnection.objects.get(pk=conn.pk))
+    stored = QuickBooksConnection.objects.get(pk=conn.pk)
+    assert stored.consecutive_failures == 0
+    assert not QuickBooksConnection.objects.failing().exists()
+    again = connect_realm(user)
+    assert again.expiry_warning_sent_at is None
+    assert again.refresh_token_hard_expires_at is not None
+
+
+@requires_postgres("SQLite has one writer, so the lifecycle writes inside the caller's transaction")
+def test_a_row_locked_by_the_callers_transaction_fails_instead_of_hanging(
+    fake_intuit, user, connect_realm, settings
+):
+    from django.db import OperationalError, transaction
+
+    settings.QB_OAUTH = {**settings.QB_OAUTH, "HTTP_TIMEOUT": 0.2}  # lock wait: 5.4 s
+    conn = connect_realm(user)
+    expire_access(conn)
+    with pytest.raises(Rollback):
+        with transaction.atomic():
+            QuickBooksConnection.objects.select_for_update().get(pk=conn.pk)
+            with pytest.raises(OperationalError):
+                tokens.get_access_token(conn)
+            raise Rollback
+    assert QuickBooksConnection.objects.get(pk=conn.pk).refresh_token == conn.refresh_token
