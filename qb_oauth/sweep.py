@@ -200,6 +200,7 @@ class Candidate:
 
     pk: int
     version: int | None = None
+    last_error_at: datetime | None = None
 
 
 def claim_batches(
@@ -219,20 +220,22 @@ def claim_batches(
                 .filter(pk__gt=last)
                 .order_by("pk")
                 .select_for_update(skip_locked=True)
-                .values_list("pk", "token_version", "refresh_lease_expires_at")[:chunk_size]
+                .values_list("pk", "token_version", "refresh_lease_expires_at", "last_error_at")[
+                    :chunk_size
+                ]
             )
             if not rows:
                 return
             last = rows[-1][0]
             lease_now = timezone.now()
-            held = {pk for pk, _v, lease in rows if lease is not None and lease > lease_now}
-            free = [pk for pk, _v, _lease in rows if pk not in held]
+            held = {pk for pk, _v, lease, _e in rows if lease is not None and lease > lease_now}
+            free = [pk for pk, _v, _lease, _e in rows if pk not in held]
             claimed: list[Candidate] = []
             if free:
                 _qs().due(now).filter(pk__in=free).update(next_attempt_at=claim)
-                versions = {pk: v for pk, v, _lease in rows}
+                seen = {pk: Candidate(pk, v, error_at) for pk, v, _lease, error_at in rows}
                 mine = _qs().filter(pk__in=free, next_attempt_at=claim).values_list("pk", flat=True)
-                claimed = [Candidate(pk, versions[pk]) for pk in sorted(mine)]
+                claimed = [seen[pk] for pk in sorted(mine)]
         yield claimed, sorted(held)
 
 
@@ -248,7 +251,11 @@ def _release(pk: int, claim: datetime | None) -> None:
 
 
 def refresh_candidate(
-    candidate: Candidate, *, claim: datetime | None = None, force: bool = False
+    candidate: Candidate,
+    *,
+    claim: datetime | None = None,
+    force: bool = False,
+    just_claimed: bool = False,
 ) -> str:
     """Refresh one connection if it still needs it; return its outcome (one of OUTCOMES).
 
@@ -258,7 +265,15 @@ def refresh_candidate(
     ``candidate.version`` is the ``token_version`` seen when the connection
     was found due: under the lease, :func:`tokens.refresh` refreshes only
     if it is unchanged.
+
+    ``just_claimed``: this process claimed the row a moment ago (the sweep
+    refreshing here), so the row is not read again before the refresh: the
+    claim stands (it lasts a schedule period), and the version re-check
+    happens under the lease anyway. A batch run by a cluster worker, which
+    may run long after the claim, reads the row first.
     """
+    if just_claimed and candidate.version is not None:
+        return _refresh(_as_instance(candidate), candidate.version, claim)
     conn = _qs().only(*_ONLY).filter(pk=candidate.pk).first()
     if conn is None or conn.state != ConnectionState.ACTIVE:
         return SKIPPED_FRESH
@@ -275,6 +290,22 @@ def refresh_candidate(
     if claim is None and not force and not _qs().due().filter(pk=conn.pk).exists():
         return SKIPPED_FRESH
     conn.token_version = version
+    return _refresh(conn, version, claim)
+
+
+def _as_instance(candidate: Candidate) -> QuickBooksConnection:
+    """A connection object holding what :func:`tokens.refresh` reads before it takes the lease."""
+    conn = QuickBooksConnection(
+        pk=candidate.pk,
+        token_version=candidate.version,
+        last_error_at=candidate.last_error_at,
+        state=ConnectionState.ACTIVE,
+    )
+    conn._state.adding = False
+    return conn
+
+
+def _refresh(conn: QuickBooksConnection, version: int, claim: datetime | None) -> str:
     try:
         tokens.refresh(conn, force=True)
     except ReauthorizationRequired:
@@ -463,7 +494,7 @@ def _refresh_here(stats, mode, connection_id, now, concurrency, chunk_size, prog
     try:
         run_concurrently(
             source(),
-            lambda c: refresh_candidate(c, claim=claim, force=force),
+            lambda c: refresh_candidate(c, claim=claim, force=force, just_claimed=not force),
             on_outcome,
             concurrency,
         )

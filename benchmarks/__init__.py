@@ -1,0 +1,1 @@
+"""Benchmarks of qb_oauth (not packaged). Run with ``make bench``."""
