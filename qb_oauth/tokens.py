@@ -359,17 +359,22 @@ class _Lease:
     owner: str
     acquired: bool
     row: QuickBooksConnection | None = None
+    #: Taken over from a holder whose lease ran out (paused or killed mid-refresh).
+    takeover: bool = False
 
 
-def _try_lease(pk: int, owner: str) -> bool:
+_FREE, _TAKEOVER = "free", "takeover"
+
+
+def _try_lease(pk: int, owner: str) -> str | None:
+    """Take the row's lease if it is free (``"free"``) or expired (``"takeover"``)."""
     now = _now()
-    free = Q(refresh_lease_expires_at__isnull=True) | Q(refresh_lease_expires_at__lt=now)
-    return bool(
-        _qs()
-        .filter(pk=pk)
-        .filter(free)
-        .update(refresh_lease_owner=owner, refresh_lease_expires_at=now + _lease_ttl())
-    )
+    values = {"refresh_lease_owner": owner, "refresh_lease_expires_at": now + _lease_ttl()}
+    if _qs().filter(pk=pk, refresh_lease_expires_at__isnull=True).update(**values):
+        return _FREE
+    if _qs().filter(pk=pk, refresh_lease_expires_at__lt=now).update(**values):
+        return _TAKEOVER
+    return None
 
 
 def _release(pk: int, owner: str) -> None:
@@ -392,8 +397,9 @@ def _acquire_or_wait(
     deadline = time.monotonic() + _wait_limit()
     delay = _POLL_START
     while True:
-        if _try_lease(connection.pk, owner):
-            return _Lease(owner, True)
+        taken = _try_lease(connection.pk, owner)
+        if taken:
+            return _Lease(owner, True, takeover=taken == _TAKEOVER)
         row = _qs().get(pk=connection.pk)
         if done(row):
             return _Lease(owner, False, row)
@@ -446,7 +452,7 @@ def refresh(
         if not row.refresh_token:
             _raise_for_state(row)
             raise ReauthorizationRequired("This QuickBooks connection has no refresh token.")
-        _refresh_holding_lease(connection, row, lease.owner, actor=actor)
+        _refresh_holding_lease(connection, row, lease.owner, actor=actor, takeover=lease.takeover)
         return connection
     finally:
         _release(connection.pk, lease.owner)
@@ -457,17 +463,26 @@ def _copy_row(connection: QuickBooksConnection, row: QuickBooksConnection) -> No
         setattr(connection, f.attname, getattr(row, f.attname))
 
 
-def _refresh_holding_lease(connection, row, owner: str, *, actor=None) -> None:
+def _refresh_holding_lease(connection, row, owner: str, *, actor=None, takeover=False) -> None:
     used = row.refresh_token
     version = row.token_version
     try:
         try:
             tokens = client.refresh_tokens(used)
-        except ReauthorizationRequired:
+        except ReauthorizationRequired as refused:
             # Another process may have stored a newer refresh token (a
             # reconnect, or a refresh whose lease outlived ours): try it once.
             latest = _qs().get(pk=row.pk)
             if not latest.refresh_token or latest.refresh_token == used:
+                if takeover:
+                    # The previous holder may hold Intuit's answer (a rotated token)
+                    # and still store it: its pause is no proof the grant is gone.
+                    # Count an outage now; the next attempt decides.
+                    raise IntuitUnavailable(
+                        "Intuit refused the refresh token right after an interrupted "
+                        "refresh; checking again on the next attempt.",
+                        intuit_tid=refused.intuit_tid,
+                    ) from None
                 raise
             logger.info("Refresh of connection %s: retrying with a newer refresh token.", row.pk)
             used, version = latest.refresh_token, latest.token_version

@@ -645,12 +645,6 @@ def test_reconnect_during_a_refresh_keeps_the_new_grant(fake_intuit, user):
 PAUSED = 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a lease taken over from a holder that outlived it (a paused process) trusts "
-    "invalid_grant at once: reauth_required event and signal for a live grant; see "
-    "docs/reliability.md, 'Found by this suite'",
-)
 def test_a_holder_paused_past_its_lease_causes_no_false_reauth(fake_intuit, user, settings):
     """A holder is paused (SIGSTOP: a VM freeze, a stop-the-world pause, swapping) after
     Intuit rotated the refresh token for it, for longer than its lease; another caller

@@ -469,3 +469,23 @@ def test_a_row_locked_by_the_callers_transaction_fails_instead_of_hanging(
                 tokens.get_access_token(conn)
             raise Rollback
     assert QuickBooksConnection.objects.get(pk=conn.pk).refresh_token == conn.refresh_token
+
+
+def test_invalid_grant_right_after_a_takeover_is_checked_again_before_reauth(
+    fake_intuit, user, connect_realm
+):
+    """A lease taken over from an interrupted holder: its invalid_grant is not trusted at once
+    (the holder may still store a rotated token); the next attempt decides."""
+    conn = connect_realm(user)
+    expire_access(conn)
+    QuickBooksConnection.objects.filter(pk=conn.pk).update(
+        refresh_lease_owner="interrupted",
+        refresh_lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    fake_intuit.revoke_grant(conn.realm_id)
+    with pytest.raises(IntuitUnavailable):
+        tokens.get_access_token(conn)
+    assert QuickBooksConnection.objects.get(pk=conn.pk).state == ConnectionState.ACTIVE
+    with pytest.raises(ReauthorizationRequired):
+        tokens.get_access_token(conn)
+    assert QuickBooksConnection.objects.get(pk=conn.pk).state == ConnectionState.REAUTH_REQUIRED
