@@ -115,7 +115,8 @@ def machine() -> str:
 
     return (
         f"{os.cpu_count()} cores, {platform.machine()}, {platform.system()} "
-        f"{platform.release()}; Python {platform.python_version()}; Django {django.__version__}"
+        f"{platform.release()}; Python {platform.python_version()}; Django {django.__version__}; "
+        f"load average {os.getloadavg()[0]:.1f} at start"
     )
 
 
