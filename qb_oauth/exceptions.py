@@ -42,6 +42,11 @@ class IntuitError(QuickBooksError):
     (``invalid_client``, ``invalid_request``, a 4xx from the API)."""
 
 
+class RealmMismatch(IntuitError):
+    """The tokens of a callback do not cover the company (realm) it names: a ``realmId``
+    changed on the way, or keys of the other environment. Nothing is stored."""
+
+
 class InvalidState(QuickBooksError, SuspiciousOperation):
     """The OAuth ``state`` of a callback is missing, unknown, reused, expired or from
     another session."""

@@ -66,6 +66,7 @@ from .exceptions import (
     IntuitError,
     IntuitUnavailable,
     QuickBooksError,
+    RealmMismatch,
     ReauthorizationRequired,
 )
 from .models import ConnectionEvent, ConnectionState, EventKind, QuickBooksConnection
@@ -265,13 +266,28 @@ def connect(
     if tokens.id_token:
         claims = client.verify_id_token(tokens.id_token)
         if claims.realm_id and str(claims.realm_id) != str(realm_id):
-            raise IntuitError("The id token names another company than the callback.")
+            _revoke_quietly(tokens.refresh_token)
+            raise RealmMismatch("The id token names another company than the callback.")
         intuit_user_id = claims.sub
     company_name = ""
     try:
         info = client.company_info(tokens.access_token, realm_id, environment)
         company_name = str(info.get("CompanyName") or info.get("LegalName") or "")[:255]
+    except IntuitError as err:
+        if err.status in (401, 403):
+            # The token does not cover the realm the callback names (a realmId changed
+            # on the way, or the wrong environment): store nothing, end the new grant.
+            _revoke_quietly(tokens.refresh_token)
+            raise RealmMismatch(
+                f"The new token does not cover company {realm_id} in {environment}.",
+                intuit_tid=err.intuit_tid,
+                status=err.status,
+            ) from None
+        logger.warning(
+            "Connected realm %s but could not read its name: %s", realm_id, err.describe()
+        )
     except QuickBooksError as err:
+        # Intuit's API is down: the code is spent, so keep the tokens; the name comes later.
         logger.warning(
             "Connected realm %s but could not read its name: %s", realm_id, err.describe()
         )
@@ -315,6 +331,13 @@ def connect(
 
 
 # -- use ---------------------------------------------------------------------------
+
+
+def _revoke_quietly(token: str) -> None:
+    try:
+        client.revoke_token(token)
+    except QuickBooksError as err:
+        logger.warning("Could not revoke an unused grant: %s", err.describe())
 
 
 def _raise_for_state(connection: QuickBooksConnection) -> None:

@@ -36,6 +36,7 @@ from .exceptions import (
     ConnectionNotActive,
     IntuitUnavailable,
     QuickBooksError,
+    RealmMismatch,
     ReauthorizationRequired,
 )
 from .models import ConnectionState, QuickBooksConnection
@@ -82,7 +83,13 @@ def _redirect_uri(request: HttpRequest) -> str:
 
 
 def _valid_realm(realm_id: str | None) -> bool:
-    return bool(realm_id) and realm_id.isdigit() and len(realm_id) <= _REALM_MAX
+    return (
+        bool(realm_id) and realm_id.isascii() and realm_id.isdigit() and len(realm_id) <= _REALM_MAX
+    )
+
+
+#: The callback's parameters; RFC 6749 3.1: none may be repeated.
+_CALLBACK_PARAMS = ("code", "state", "realmId", "error")
 
 
 def _error_page(
@@ -220,6 +227,20 @@ def callback(request: HttpRequest) -> HttpResponse:
         return redirect_to_login(_connections_url(), _login_url())
 
     params = request.GET
+    repeated = [name for name in _CALLBACK_PARAMS if len(params.getlist(name)) > 1]
+    if repeated:
+        # Which value would be the real one? Refuse, and leave the state unused.
+        logger.warning("QuickBooks callback refused: repeated %s.", ", ".join(repeated))
+        return _error_page(
+            request,
+            reason="incomplete",
+            title=_("QuickBooks sent back an incomplete answer"),
+            message=_(
+                "The answer from QuickBooks is malformed. Nothing was changed. "
+                "Please try connecting again."
+            ),
+            status=400,
+        )
     error = params.get("error")
     try:
         pending = state.consume(request, params.get("state"))
@@ -315,6 +336,19 @@ def callback(request: HttpRequest) -> HttpResponse:
                 "Nothing was changed. Please try again in a few minutes."
             ),
             status=503,
+            next_url=next_url,
+        )
+    except RealmMismatch as err:
+        logger.warning("QuickBooks callback for the wrong company: %s", err.describe())
+        return _error_page(
+            request,
+            reason="realm_mismatch",
+            title=_("QuickBooks sent back an answer for another company"),
+            message=_(
+                "The authorization from QuickBooks doesn't cover the company named in the "
+                "answer. Nothing was changed. Please try connecting again."
+            ),
+            status=400,
             next_url=next_url,
         )
     except QuickBooksError as err:

@@ -212,22 +212,17 @@ def _effective(get, key):
 def may_connect(get, valid) -> bool:
     """Whether the view is *allowed* to store a connection for these parameters.
 
-    Only when the parameters it reads (Django's QueryDict: the last value of a
-    repeated key) are the valid ones and no error is set. Two known defects
-    widen what it does today, each pinned by its own xfail test below: any other
-    all-digit ``realmId`` (test_a_callback_for_another_realm_stores_nothing) and
-    repeated keys (test_repeated_callback_parameters_are_refused); the fuzz
-    tolerates those two shapes so that it keeps checking everything else.
+    Only when each parameter appears once, with the valid values, and no error
+    is set (test_repeated_callback_parameters_are_refused and
+    test_a_callback_for_another_realm_stores_nothing pin the two edges).
     """
     if get is None or _effective(get, "error"):
         return False
+    if any(len(get.getlist(key)) > 1 for key in ("code", "state", "realmId", "error")):
+        return False
     if _effective(get, "code") != valid["code"] or _effective(get, "state") != valid["state"]:
         return False
-    realm = _effective(get, "realmId")
-    if realm == valid["realmId"]:
-        return True
-    # Known defect (xfail below): another realm id that str.isdigit() accepts is stored.
-    return bool(realm) and realm.isdigit() and len(realm) <= 32
+    return _effective(get, "realmId") == valid["realmId"]
 
 
 # -- fuzzing the callback --------------------------------------------------------------------
@@ -309,11 +304,6 @@ def test_the_valid_callback_still_connects(alice, fake_intuit):
         "code={code}&code={code}&state={state}&realmId={realmId}",
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: the callback reads the last of repeated code/state/realmId values "
-    "(RFC 6749 §3.1: parameters MUST NOT be repeated) and connects; see docs/security.md",
-)
 def test_repeated_callback_parameters_are_refused(alice, fake_intuit, template):
     valid = pending_callback(alice, fake_intuit)
     before = counts()
@@ -330,12 +320,6 @@ def test_repeated_callback_parameters_are_refused(alice, fake_intuit, template):
         "٣٤٥",  # Arabic-Indic digits pass str.isdigit()
         "²",  # so does a superscript two
     ],
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: a callback whose realmId was changed stores a connection for that realm "
-    "with tokens granted for another (CompanyInfo answers 403 and connect() stores anyway); "
-    "_valid_realm() accepts non-ASCII digits; see docs/security.md",
 )
 def test_a_callback_for_another_realm_stores_nothing(alice, fake_intuit, realm):
     if realm == "other":
@@ -943,19 +927,11 @@ def test_no_token_leaks_anywhere(fake_intuit, settings, user, other_user, admin_
     assert sink.find(token_values) == []
     assert sink.find(config_secrets) == []
     # The state travels to Intuit in the connect redirect's Location by design: not there.
-    # Django's template DEBUG records are the known exception (xfail test below).
-    places = [p for p in sink.parts if p not in ("headers", TEMPLATE_LOGS)]
+    places = [p for p in sink.parts if p != "headers"]
     hits = [(where, value) for where, value in sink.find(one_time) if where in places]
     assert hits == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT (low): qb_oauth's error page looks up variables its context lacks "
-    "(realm_id, reconnect, company in _connect_button.html); django.template logs each failed "
-    "lookup at DEBUG with the whole context, whose request repr holds the callback's code and "
-    "state; see docs/security.md",
-)
 def test_a_refused_callback_page_logs_no_code_at_debug(alice, user, fake_intuit, caplog):
     back = fake_intuit.consent(start(alice))
     thief = Client()

@@ -489,3 +489,19 @@ def test_invalid_grant_right_after_a_takeover_is_checked_again_before_reauth(
     with pytest.raises(ReauthorizationRequired):
         tokens.get_access_token(conn)
     assert QuickBooksConnection.objects.get(pk=conn.pk).state == ConnectionState.REAUTH_REQUIRED
+
+
+def test_a_callback_naming_another_realm_stores_nothing_and_ends_the_grant(fake_intuit, user):
+    from urllib.parse import parse_qs, urlsplit
+
+    from qb_oauth import client
+    from qb_oauth.exceptions import RealmMismatch
+
+    callback = "http://testserver/quickbooks/callback/"
+    url = client.authorization_url(state="s", redirect_uri=callback)
+    granted, named = fake_intuit.companies[0].realm_id, fake_intuit.companies[1].realm_id
+    code = parse_qs(urlsplit(fake_intuit.consent(url, realm_id=granted)).query)["code"][0]
+    with pytest.raises(RealmMismatch):
+        tokens.connect(user=user, code=code, realm_id=named, redirect_uri=callback)
+    assert QuickBooksConnection.objects.count() == 0
+    assert fake_intuit.grant_for_realm(granted) is None  # revoked, not left dangling
