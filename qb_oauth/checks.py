@@ -22,6 +22,22 @@ from django.core.checks import Error, Tags, Warning, register
 
 from .conf import DEFAULTS, ENDPOINT_NAMES, ENVIRONMENTS, qb_settings
 
+#: Settings that must be positive numbers (seconds or a timedelta, or counts).
+NUMERIC_KEYS = (
+    "REFRESH_MARGIN",
+    "KEEPALIVE_AGE",
+    "SCHEDULE_MINUTES",
+    "HTTP_TIMEOUT",
+    "STATE_MAX_AGE",
+    "RECENT_USE_WINDOW",
+    "SWEEP_CONCURRENCY",
+    "SWEEP_CHUNK_SIZE",
+    "BACKOFF_BASE",
+    "BACKOFF_MAX",
+    "EXPIRY_WARNING_WINDOW",
+    "MINOR_VERSION",
+)
+
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
@@ -117,15 +133,18 @@ def check_settings(app_configs=None, **kwargs):
                     id="qb_oauth.W003",
                 )
             )
-    for key in ("REFRESH_MARGIN", "KEEPALIVE_AGE", "HTTP_TIMEOUT", "SCHEDULE_MINUTES"):
+    for key in NUMERIC_KEYS:
+        zero_allowed = key == "REFRESH_MARGIN"
         try:
-            ok = float(getattr(qb_settings, key)) > 0
+            value = float(getattr(qb_settings, key))
+            ok = value >= 0 if zero_allowed else value > 0
         except (TypeError, ValueError):
             ok = False
         if not ok:
             errors.append(
                 Error(
-                    f"QB_OAUTH['{key}'] must be a positive number.",
+                    f"QB_OAUTH['{key}'] must be a number "
+                    f"{'of 0 or more' if zero_allowed else 'greater than 0'}.",
                     hint=f"The default is {DEFAULTS[key]}.",
                     id="qb_oauth.E006",
                 )

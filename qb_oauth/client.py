@@ -39,8 +39,6 @@ from .exceptions import (
     ReauthorizationRequired,
 )
 
-logger = logging.getLogger("qb_oauth.client")
-
 USER_AGENT = f"qb_oauth/{__version__} python-requests/{requests.__version__}"
 HARD_EXPIRY_HEADER = "x-include-refresh-token-hard-expires-in"
 

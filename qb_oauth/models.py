@@ -46,7 +46,8 @@ class QuickBooksConnectionQuerySet(models.QuerySet):
         )
 
     def due(self, now=None):
-        """Active connections the scheduled sweep should refresh now (see qb_oauth.tasks)."""
+        """Active connections of the configured environment that the scheduled sweep should
+        refresh now (see qb_oauth.tasks)."""
         from .conf import qb_settings
 
         now = now or timezone.now()
@@ -56,7 +57,12 @@ class QuickBooksConnectionQuerySet(models.QuerySet):
         expiring_and_used = Q(access_token_expires_at__lte=margin) & Q(last_used_at__gte=recent)
         stale = Q(last_refreshed_at__lte=keepalive) | Q(last_refreshed_at__isnull=True)
         not_backing_off = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-        return self.active().filter(expiring_and_used | stale).filter(not_backing_off)
+        return (
+            self.active()
+            .filter(environment=qb_settings.ENVIRONMENT)
+            .filter(expiring_and_used | stale)
+            .filter(not_backing_off)
+        )
 
 
 class QuickBooksConnection(models.Model):

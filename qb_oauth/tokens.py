@@ -451,6 +451,13 @@ def refresh(
     :class:`IntuitUnavailable` (nothing stored changed; try later) or
     :class:`ConnectionNotActive`. ``connection`` is updated in place.
     """
+    if connection.environment != qb_settings.ENVIRONMENT:
+        # Its tokens belong to the other environment's keys: Intuit would answer
+        # invalid_grant, and the connection would be marked lost for a setting.
+        raise IntuitError(
+            f"This connection belongs to the {connection.environment} environment; this site "
+            f"is configured for {qb_settings.ENVIRONMENT} (QB_OAUTH['ENVIRONMENT'])."
+        )
     baseline_version = connection.token_version
     margin = qb_settings.REFRESH_MARGIN
 

@@ -27,6 +27,9 @@ def test_test_settings_are_clean():
         ({**BASE, "CLIENT_SCRET": "typo"}, "qb_oauth.E006"),
         ({**BASE, "ENDPOINTS": {"tokens": "https://x"}}, "qb_oauth.E006"),
         ({**BASE, "HTTP_TIMEOUT": 0}, "qb_oauth.E006"),
+        ({**BASE, "REFRESH_MARGIN": -1}, "qb_oauth.E006"),
+        ({**BASE, "SWEEP_CONCURRENCY": "many"}, "qb_oauth.E006"),
+        ({**BASE, "BACKOFF_MAX": None}, "qb_oauth.E006"),
         ({**BASE, "REDIRECT_URI": "http://site.example.com/cb/"}, "qb_oauth.W003"),
     ],
 )

@@ -505,3 +505,16 @@ def test_a_callback_naming_another_realm_stores_nothing_and_ends_the_grant(fake_
         tokens.connect(user=user, code=code, realm_id=named, redirect_uri=callback)
     assert QuickBooksConnection.objects.count() == 0
     assert fake_intuit.grant_for_realm(granted) is None  # revoked, not left dangling
+
+
+def test_a_connection_of_the_other_environment_is_never_marked_lost(
+    fake_intuit, user, connect_realm, settings
+):
+    conn = connect_realm(user)
+    expire_access(conn)
+    settings.QB_OAUTH = {**settings.QB_OAUTH, "ENVIRONMENT": "production"}
+    with pytest.raises(IntuitError, match="sandbox environment"):
+        tokens.get_access_token(conn)
+    stored = QuickBooksConnection.objects.get(pk=conn.pk)
+    assert stored.state == ConnectionState.ACTIVE
+    assert fake_intuit.counts["token.refresh_token"] == 0

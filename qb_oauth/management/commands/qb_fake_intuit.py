@@ -26,7 +26,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        redirect_uris = list(options.get("redirect_uris") or [])
+        redirect_uris = list(options.get("redirect_uris") or cli.DEFAULT_REDIRECT_URIS)
         configured = (getattr(settings, "QB_OAUTH", None) or {}).get("REDIRECT_URI")
         if configured and configured not in redirect_uris:
             redirect_uris.append(configured)
