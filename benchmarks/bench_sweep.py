@@ -333,7 +333,7 @@ def main() -> int:
             f"latency {args.memory_latency * 1000:.0f} ms, "
             f"SWEEP_CHUNK_SIZE {settings.QB_OAUTH.get('SWEEP_CHUNK_SIZE', 100)})"
         )
-        print(f"  {'connections':>11}  {'peak':>10}  {'wall':>8}")
+        print(f"  {'connections':>11}  {'peak':>10}  {'retained':>10}  {'wall':>8}")
         fake.ask(f"latency {args.memory_latency}")
         peaks = []
         for n in sizes:
@@ -346,9 +346,11 @@ def main() -> int:
             stats = _sweep(c)
             wall = time.monotonic() - started
             peak = tracemalloc.get_traced_memory()[1] - base
+            gc.collect()
+            retained = tracemalloc.get_traced_memory()[0] - base
             tracemalloc.stop()
             peaks.append(peak)
-            print(f"  {n:>11}  {_mb(peak):>10}  {wall:>6.1f} s", flush=True)
+            print(f"  {n:>11}  {_mb(peak):>10}  {_mb(retained):>10}  {wall:>6.1f} s", flush=True)
             assert stats.refreshed == n, stats.as_dict()
         if len(peaks) >= 2:
             growth = peaks[-1] / peaks[0]
@@ -356,6 +358,11 @@ def main() -> int:
                 f"  peak at {sizes[-1]} / peak at {sizes[0]}: {growth:.2f} "
                 f"({'flat' if growth < 1.5 else 'NOT flat'}; the due set grew "
                 f"{sizes[-1] / sizes[0]:.0f}x)"
+            )
+            print(
+                "  (retained: what the sweep left allocated, after gc.collect(). The peak "
+                "includes cyclic garbage awaiting Python's collector, which grows in steps "
+                "with the run's length, not with the due set.)"
             )
         print()
         print("Load average at the end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))

@@ -31,10 +31,12 @@ class ProgressBar:
         self.interval = interval
         self.drawn_at = 0.0
         self.shown = False
+        self.last: tuple[int, int | None] | None = None
 
-    def __call__(self, done: int, total: int | None) -> None:
+    def __call__(self, done: int, total: int | None, *, force: bool = False) -> None:
+        self.last = (done, total)
         now = time.monotonic()
-        if total and done < total and now - self.drawn_at < self.interval:
+        if not force and total and done < total and now - self.drawn_at < self.interval:
             return
         self.drawn_at = now
         total = total or 0
@@ -46,6 +48,8 @@ class ProgressBar:
         self.shown = True
 
     def close(self) -> None:
+        if self.last is not None:
+            self(*self.last, force=True)  # the final state, however fast it came
         if self.shown:
             self.out.write("")
 
