@@ -38,10 +38,12 @@ Three layers, from the cheapest to the one that is the guarantee:
    ``get_access_token`` at the same moment would not see it. The claim is a
    plain column every process can see, and it expires.
 
-2. **Lease check.** A claimed row whose refresh lease
+2. **Lease check.** A due row whose refresh lease
    (``refresh_lease_expires_at``) is held is being refreshed right now by
-   someone else (a web request's ``get_access_token``, the admin): skipped,
-   counted as ``skipped_locked``, never waited for.
+   someone else (a web request's ``get_access_token``, the admin): it is not
+   claimed, it is counted as ``skipped_locked``, and it is never waited for.
+   A fanned-out batch, which may run a while after the claim, reads its rows
+   again and checks the lease, its claim and the version before refreshing.
 
 3. **Single-flight refresh.** Each connection goes through
    :func:`qb_oauth.tokens.refresh` with ``force=True`` and the
