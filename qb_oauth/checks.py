@@ -36,6 +36,7 @@ NUMERIC_KEYS = (
     "BACKOFF_MAX",
     "EXPIRY_WARNING_WINDOW",
     "MINOR_VERSION",
+    "REFRESH_LEASE_TTL",
 )
 
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "BACKOFF_MAX": 6 * 3600,
     "EXPIRY_WARNING_WINDOW": 30 * 86400,
     "MINOR_VERSION": 75,
+    "REFRESH_LEASE_TTL": None,
 }
 
 ENVIRONMENTS = ("sandbox", "production")
@@ -163,6 +164,18 @@ class QBSettings:
     @property
     def MINOR_VERSION(self) -> int:  # noqa: N802
         return int(self.get("MINOR_VERSION"))
+
+    @property
+    def REFRESH_LEASE_TTL(self) -> float:  # noqa: N802
+        """How long a refresh holds the row's lease before another caller may take over.
+
+        Default: long enough for the slowest live holder (the discovery document, a
+        refresh and its one retry, each with a connect and a read timeout) plus slack.
+        """
+        value = self.get("REFRESH_LEASE_TTL")
+        if value is None:
+            return self.HTTP_TIMEOUT * 6 + 30
+        return _seconds(value)
 
 
 qb_settings = QBSettings()

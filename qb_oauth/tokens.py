@@ -94,9 +94,7 @@ def _now() -> datetime:
 
 
 def _lease_ttl() -> timedelta:
-    # Long enough that a live holder always finishes first: connect + read
-    # timeouts of one request, a second request after invalid_grant, and slack.
-    return timedelta(seconds=qb_settings.HTTP_TIMEOUT * 4 + 30)
+    return timedelta(seconds=qb_settings.REFRESH_LEASE_TTL)
 
 
 def _wait_limit() -> float:
@@ -364,10 +362,62 @@ def get_access_token(connection: QuickBooksConnection) -> str:
             _mark_used(connection.pk, now)
             connection.last_used_at = now
         return connection.access_token
-    _mark_used(connection.pk, now)
-    connection.last_used_at = now
-    refresh(connection)
+    last_used = row["last_used_at"]
+    if last_used is None or now - last_used > USED_AT_GRANULARITY:
+        _mark_used(connection.pk, now)
+        connection.last_used_at = now
+    _refresh_once_per_process(connection)
     return connection.access_token
+
+
+class _Flight:
+    """One in-process refresh of a connection that other threads wait for."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+_flights: dict[tuple[str, int], _Flight] = {}
+_flights_lock = threading.Lock()
+
+
+def _refresh_once_per_process(connection: QuickBooksConnection) -> None:
+    """:func:`refresh`, with the threads of one process that ask at once coalesced.
+
+    The first thread refreshes (through the lease, which also guards against
+    other processes); the others wait on an in-process event instead of
+    polling the database, then read the stored tokens once. A leader's
+    :class:`QuickBooksError` is theirs too, so an outage is not retried by
+    every waiting thread in turn.
+    """
+    key = (connection._state.db or "default", connection.pk)
+    with _flights_lock:
+        flight = _flights.get(key)
+        leader = flight is None
+        if leader:
+            flight = _flights[key] = _Flight()
+    if leader:
+        try:
+            refresh(connection)
+        except BaseException as err:
+            flight.error = err
+            raise
+        finally:
+            with _flights_lock:
+                _flights.pop(key, None)
+            flight.done.set()
+        return
+    if not flight.done.wait(_wait_limit()):
+        raise IntuitUnavailable("Another thread is refreshing this connection; try again.")
+    error = flight.error
+    if isinstance(error, QuickBooksError):
+        raise type(error)(str(error), intuit_tid=error.intuit_tid, status=error.status)
+    row = _qs().filter(pk=connection.pk).values(*_LOADED_FIELDS).get()
+    _apply(connection, row)
+    _raise_for_state(connection)
+    if connection.access_token_expired(qb_settings.REFRESH_MARGIN, _now()):
+        refresh(connection)
 
 
 @_committed_independently
@@ -419,8 +469,10 @@ def _acquire_or_wait(
     baseline_error_at = connection.last_error_at
     deadline = time.monotonic() + _wait_limit()
     delay = _POLL_START
+    lease_free = True
     while True:
-        taken = _try_lease(connection.pk, owner)
+        # Try the UPDATE only when the lease looked free or expired at the last read.
+        taken = _try_lease(connection.pk, owner) if lease_free else None
         if taken:
             return _Lease(owner, True, takeover=taken == _TAKEOVER)
         row = _qs().get(pk=connection.pk)

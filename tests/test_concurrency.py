@@ -164,3 +164,22 @@ def test_a_dead_holder_lease_expires(fake_intuit, user, connect_realm, settings)
     )
     assert tokens.get_access_token(QuickBooksConnection.objects.get(pk=conn.pk))
     assert fake_intuit.counts["token.refresh_token"] == 1
+
+
+def test_threads_of_one_process_share_one_flight_and_its_outage(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    expire(conn)
+    fake_intuit.latency = {"token": 0.3}
+    fake_intuit.inject_fault("token", "503", times=1)
+
+    def ask():
+        return tokens.get_access_token(QuickBooksConnection.objects.get(pk=conn.pk))
+
+    results, errors = run_threads(10, ask)
+    assert results == []
+    assert [type(e).__name__ for e in errors] == ["IntuitUnavailable"] * 10
+    assert fake_intuit.counts["token.refresh_token"] == 1  # not one try per waiting thread
+    fake_intuit.latency = {}
+    results, errors = run_threads(10, ask)
+    assert errors == [] and len(set(results)) == 1
+    assert fake_intuit.counts["token.refresh_token"] == 2

@@ -322,7 +322,7 @@ def run_kill_case(case, rotation, fake, user, settings, checker):
     """Kill a worker refreshing KILL_CONNECTIONS connections at the moment ``case`` names.
 
     Returns a row of counts for the table. The lease the dead worker holds would expire
-    by itself after HTTP_TIMEOUT * 4 + 30 s; the test moves its expiry into the past
+    by itself after REFRESH_LEASE_TTL; the test moves its expiry into the past
     instead of waiting (time passing, nothing else).
     """
     n = KILL_CONNECTIONS
