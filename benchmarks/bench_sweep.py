@@ -355,14 +355,13 @@ def main() -> int:
         if len(peaks) >= 2:
             growth = peaks[-1] / peaks[0]
             print(
-                f"  peak at {sizes[-1]} / peak at {sizes[0]}: {growth:.2f} "
-                f"({'flat' if growth < 1.5 else 'NOT flat'}; the due set grew "
-                f"{sizes[-1] / sizes[0]:.0f}x)"
+                f"  peak at {sizes[-1]} / peak at {sizes[0]}: {growth:.2f}, for a due set "
+                f"{sizes[-1] / sizes[0]:.0f}x larger"
             )
             print(
-                "  (retained: what the sweep left allocated, after gc.collect(). The peak "
-                "includes cyclic garbage awaiting Python's collector, which grows in steps "
-                "with the run's length, not with the due set.)"
+                "  (peak: the most the sweep had allocated at once, including garbage in "
+                "reference cycles not yet collected; retained: what it left allocated, "
+                "after gc.collect())"
             )
         print()
         print("Load average at the end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
