@@ -127,6 +127,7 @@ CHUNK_TASK = "qb_oauth.tasks.refresh_connections"
 
 _ONLY = (
     "pk",
+    "environment",
     "state",
     "token_version",
     "next_attempt_at",
@@ -203,6 +204,7 @@ class Candidate:
     pk: int
     version: int | None = None
     last_error_at: datetime | None = None
+    environment: str | None = None
 
 
 def claim_batches(
@@ -222,20 +224,24 @@ def claim_batches(
                 .filter(pk__gt=last)
                 .order_by("pk")
                 .select_for_update(skip_locked=True)
-                .values_list("pk", "token_version", "refresh_lease_expires_at", "last_error_at")[
-                    :chunk_size
-                ]
+                .values_list(
+                    "pk",
+                    "token_version",
+                    "refresh_lease_expires_at",
+                    "last_error_at",
+                    "environment",
+                )[:chunk_size]
             )
             if not rows:
                 return
             last = rows[-1][0]
             lease_now = timezone.now()
-            held = {pk for pk, _v, lease, _e in rows if lease is not None and lease > lease_now}
-            free = [pk for pk, _v, _lease, _e in rows if pk not in held]
+            held = {pk for pk, _v, lease, *_ in rows if lease is not None and lease > lease_now}
+            free = [pk for pk, *_ in rows if pk not in held]
             claimed: list[Candidate] = []
             if free:
                 _qs().due(now).filter(pk__in=free).update(next_attempt_at=claim)
-                seen = {pk: Candidate(pk, v, error_at) for pk, v, _lease, error_at in rows}
+                seen = {pk: Candidate(pk, v, err, env) for pk, v, _lease, err, env in rows}
                 mine = _qs().filter(pk__in=free, next_attempt_at=claim).values_list("pk", flat=True)
                 claimed = [seen[pk] for pk in sorted(mine)]
         yield claimed, sorted(held)
@@ -274,7 +280,7 @@ def refresh_candidate(
     happens under the lease anyway. A batch run by a cluster worker, which
     may run long after the claim, reads the row first.
     """
-    if just_claimed and candidate.version is not None:
+    if just_claimed and candidate.version is not None and candidate.environment:
         return _refresh(_as_instance(candidate), candidate.version, claim)
     conn = _qs().only(*_ONLY).filter(pk=candidate.pk).first()
     if conn is None or conn.state != ConnectionState.ACTIVE:
@@ -299,6 +305,7 @@ def _as_instance(candidate: Candidate) -> QuickBooksConnection:
     """A connection object holding what :func:`tokens.refresh` reads before it takes the lease."""
     conn = QuickBooksConnection(
         pk=candidate.pk,
+        environment=candidate.environment,
         token_version=candidate.version,
         last_error_at=candidate.last_error_at,
         state=ConnectionState.ACTIVE,
@@ -596,11 +603,13 @@ def _finish_if_done(run_id: int) -> None:
 
 
 def _candidates_query(mode: str, connection_id: int | None, now: datetime):
+    # Connections of the other environment hold tokens of the other keys: never refreshed here.
     if mode == "due":
         return _qs().due(now)
+    mine = _qs().active().filter(environment=qb_settings.ENVIRONMENT)
     if mode == "all":
-        return _qs().active()
-    return _qs().active().filter(pk=connection_id)
+        return mine
+    return mine.filter(pk=connection_id)
 
 
 def iter_pks(queryset, chunk_size: int) -> Iterator[list[int]]:
@@ -668,7 +677,13 @@ def send_expiry_warnings(now: datetime | None = None) -> int:
         refresh_token_expires_at__gt=now,
         refresh_token_expires_at__lte=limit,
     )
-    query = _qs().active().filter(hard | rolling).filter(not_warned)
+    query = (
+        _qs()
+        .active()
+        .filter(environment=qb_settings.ENVIRONMENT)
+        .filter(hard | rolling)
+        .filter(not_warned)
+    )
     sent = 0
     for pks in iter_pks(query, qb_settings.SWEEP_CHUNK_SIZE):
         rows = query.filter(pk__in=pks).values(

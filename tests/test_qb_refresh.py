@@ -128,3 +128,11 @@ def test_cluster_option_fans_out(conns, fake_intuit):
     run_row = SweepRun.objects.get()
     assert run_row.fanned_out and run_row.refreshed == 2 and run_row.finished_at
     assert "handed 2 due connections to the cluster in 1 tasks" in out
+
+
+def test_a_connection_of_the_other_environment_is_refused(conns, fake_intuit):
+    QBC.objects.filter(pk=conns[0].pk).update(environment="production")
+    with pytest.raises(CommandError, match="belongs to the production environment"):
+        run("--connection", str(conns[0].pk))
+    assert "1 connection would be refreshed" in run("--dry-run")
+    assert fake_intuit.counts["token.refresh_token"] == 0

@@ -562,3 +562,47 @@ def test_a_batch_delivered_twice_at_once_refreshes_once(make_connections, fake_i
         assert refreshes(fake_intuit, conn) == 1, conn
     assert sum(r["refreshed"] for r in results) >= 6
     assert sum(r["failed_unavailable"] + r["failed_other"] for r in results) == 0
+
+
+# -- environments ---------------------------------------------------------------------------
+
+
+def test_a_production_site_refreshes_its_connections(settings, django_user_model):
+    from urllib.parse import parse_qs, urlsplit
+
+    from qb_oauth import client
+    from qb_oauth.testing import FakeIntuit, FakeIntuitServer
+    from qb_oauth.testing.pytest_plugin import REDIRECT_URIS
+
+    fake = FakeIntuit(redirect_uris=REDIRECT_URIS, environment="production")
+    with FakeIntuitServer(fake):
+        settings.QB_OAUTH = {**settings.QB_OAUTH, **fake.qb_oauth_settings()}
+        client.clear_discovery_cache()
+        user = django_user_model.objects.create_user("prod", "p@example.com", "pw")
+        callback = REDIRECT_URIS[0]
+        url = client.authorization_url(state="s-prod", redirect_uri=callback)
+        query = parse_qs(urlsplit(fake.consent(url)).query)
+        conn, _ = tokens.connect(
+            user=user, code=query["code"][0], realm_id=query["realmId"][0], redirect_uri=callback
+        )
+        assert conn.environment == "production"
+        make_stale(conn)
+        stats = sweep.run_sweep(fan_out=False)
+        assert (stats.due, stats.refreshed, stats.failed_other) == (1, 1, 0)
+        assert fake.refresh_counts[conn.refresh_token] == 1
+        fanned = make_stale(conn) or sweep.run_sweep(fan_out=True)
+        assert SweepRun.objects.get(pk=fanned.run_id).refreshed == 1
+
+
+def test_connections_of_the_other_environment_are_left_alone(
+    make_connections, fake_intuit, received
+):
+    mine, other = make_connections(2)
+    make_stale(mine, other)
+    QBC.objects.filter(pk=other.pk).update(
+        environment="production", refresh_token_hard_expires_at=ahead(days=3)
+    )
+    assert sweep.run_sweep(fan_out=False).refreshed == 1
+    assert sweep.run_sweep(mode="all", fan_out=False).due == 1
+    assert refreshes(fake_intuit, other) == 0
+    assert expiring_signals(received) == []

@@ -163,9 +163,15 @@ class Command(BaseCommand):
             )
 
     def _check_connection(self, pk: int) -> None:
-        state = QuickBooksConnection.objects.filter(pk=pk).values_list("state", flat=True).first()
-        if state is None:
+        row = QuickBooksConnection.objects.filter(pk=pk).values("state", "environment").first()
+        if row is None:
             raise CommandError(f"No QuickBooks connection with id {pk}.")
+        state = row["state"]
+        if row["environment"] != qb_settings.ENVIRONMENT:
+            raise CommandError(
+                f"Connection {pk} belongs to the {row['environment']} environment; this site is "
+                f"configured for {qb_settings.ENVIRONMENT} (QB_OAUTH['ENVIRONMENT'])."
+            )
         if state != ConnectionState.ACTIVE:
             raise CommandError(
                 f"Connection {pk} is {state}: only its user can reconnect it; "
