@@ -169,11 +169,11 @@ def stampede(
                 gate.acquire()
             try:
                 got.add(tokens.get_access_token(conn))
+                waits.append(time.perf_counter() - started)  # the token is in hand
             finally:
                 connections.close_all()
                 if gate is not None:
                     gate.release()
-            waits.append(time.perf_counter() - started)
         except Exception as err:
             errors.append(f"{type(err).__name__}: {err}")
 

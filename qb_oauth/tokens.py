@@ -352,6 +352,9 @@ def get_access_token(connection: QuickBooksConnection) -> str:
     one query and no network. Otherwise it refreshes through :func:`refresh`,
     which calls Intuit at most once however many callers ask at once.
     """
+    flight = _flights.get(_flight_key(connection))
+    if flight is not None and _follow(flight, connection):
+        return connection.access_token  # another thread of this process just refreshed
     row = _qs().filter(pk=connection.pk).values(*_LOADED_FIELDS).get()
     _apply(connection, row)
     _raise_for_state(connection)
@@ -363,10 +366,8 @@ def get_access_token(connection: QuickBooksConnection) -> str:
             connection.last_used_at = now
         return connection.access_token
     last_used = row["last_used_at"]
-    if last_used is None or now - last_used > USED_AT_GRANULARITY:
-        _mark_used(connection.pk, now)
-        connection.last_used_at = now
-    _refresh_once_per_process(connection)
+    stale = last_used is None or now - last_used > USED_AT_GRANULARITY
+    _refresh_once_per_process(connection, mark_used_at=now if stale else None)
     return connection.access_token
 
 
@@ -376,22 +377,47 @@ class _Flight:
     def __init__(self) -> None:
         self.done = threading.Event()
         self.error: BaseException | None = None
+        #: The leader's stored row (``_LOADED_FIELDS``) once its refresh returned.
+        self.values: dict[str, Any] | None = None
 
 
 _flights: dict[tuple[str, int], _Flight] = {}
 _flights_lock = threading.Lock()
 
 
-def _refresh_once_per_process(connection: QuickBooksConnection) -> None:
+def _flight_key(connection: QuickBooksConnection) -> tuple[str, int]:
+    return (connection._state.db or "default", connection.pk)
+
+
+def _follow(flight: _Flight, connection: QuickBooksConnection) -> bool:
+    """Wait for another thread's refresh of ``connection``; True if it left a fresh token.
+
+    The leader hands over what it committed, so a follower needs no query. A
+    leader's :class:`QuickBooksError` is raised again here: an outage is not
+    retried by every waiting thread in turn.
+    """
+    if not flight.done.wait(_wait_limit()):
+        raise IntuitUnavailable("Another thread is refreshing this connection; try again.")
+    error = flight.error
+    if isinstance(error, QuickBooksError):
+        raise type(error)(str(error), intuit_tid=error.intuit_tid, status=error.status)
+    if flight.values is None:
+        return False
+    _apply(connection, flight.values)
+    _raise_for_state(connection)
+    return not connection.access_token_expired(qb_settings.REFRESH_MARGIN, _now())
+
+
+def _refresh_once_per_process(
+    connection: QuickBooksConnection, mark_used_at: datetime | None = None
+) -> None:
     """:func:`refresh`, with the threads of one process that ask at once coalesced.
 
     The first thread refreshes (through the lease, which also guards against
     other processes); the others wait on an in-process event instead of
-    polling the database, then read the stored tokens once. A leader's
-    :class:`QuickBooksError` is theirs too, so an outage is not retried by
-    every waiting thread in turn.
+    polling the database, and take the tokens the leader stored (:func:`_follow`).
     """
-    key = (connection._state.db or "default", connection.pk)
+    key = _flight_key(connection)
     with _flights_lock:
         flight = _flights.get(key)
         leader = flight is None
@@ -399,7 +425,11 @@ def _refresh_once_per_process(connection: QuickBooksConnection) -> None:
             flight = _flights[key] = _Flight()
     if leader:
         try:
+            if mark_used_at is not None:  # once for the flight, not once per thread
+                _mark_used(connection.pk, mark_used_at)
+                connection.last_used_at = mark_used_at
             refresh(connection)
+            flight.values = {name: getattr(connection, name) for name in _LOADED_FIELDS}
         except BaseException as err:
             flight.error = err
             raise
@@ -408,11 +438,8 @@ def _refresh_once_per_process(connection: QuickBooksConnection) -> None:
                 _flights.pop(key, None)
             flight.done.set()
         return
-    if not flight.done.wait(_wait_limit()):
-        raise IntuitUnavailable("Another thread is refreshing this connection; try again.")
-    error = flight.error
-    if isinstance(error, QuickBooksError):
-        raise type(error)(str(error), intuit_tid=error.intuit_tid, status=error.status)
+    if _follow(flight, connection):
+        return
     row = _qs().filter(pk=connection.pk).values(*_LOADED_FIELDS).get()
     _apply(connection, row)
     _raise_for_state(connection)
