@@ -552,6 +552,7 @@ def refresh(
         _copy_row(connection, lease.row)
         _raise_for_state(connection)
         return connection
+    stored = False
     try:
         row = _qs().get(pk=connection.pk)
         if done(row) or (not force and not row.access_token_expired(margin)):
@@ -561,10 +562,13 @@ def refresh(
         if not row.refresh_token:
             _raise_for_state(row)
             raise ReauthorizationRequired("This QuickBooks connection has no refresh token.")
-        _refresh_holding_lease(connection, row, lease.owner, actor=actor, takeover=lease.takeover)
+        stored = _refresh_holding_lease(
+            connection, row, lease.owner, actor=actor, takeover=lease.takeover
+        )
         return connection
     finally:
-        _release(connection.pk, lease.owner)
+        if not stored:  # storing new tokens ended the lease in the same statement
+            _release(connection.pk, lease.owner)
 
 
 def _copy_row(connection: QuickBooksConnection, row: QuickBooksConnection) -> None:
@@ -572,7 +576,9 @@ def _copy_row(connection: QuickBooksConnection, row: QuickBooksConnection) -> No
         setattr(connection, f.attname, getattr(row, f.attname))
 
 
-def _refresh_holding_lease(connection, row, owner: str, *, actor=None, takeover=False) -> None:
+def _refresh_holding_lease(connection, row, owner: str, *, actor=None, takeover=False) -> bool:
+    """Call Intuit and store its answer. True when new tokens were stored (which also
+    ends the lease); False when newer tokens stored by someone else were kept."""
     used = row.refresh_token
     version = row.token_version
     try:
@@ -597,8 +603,9 @@ def _refresh_holding_lease(connection, row, owner: str, *, actor=None, takeover=
             used, version = latest.refresh_token, latest.token_version
             tokens = client.refresh_tokens(used)
     except ReauthorizationRequired as err:
-        _mark_reauth_required(connection, version, err, actor=actor)
-        raise
+        if _mark_reauth_required(connection, version, err, actor=actor):
+            raise
+        return False  # newer tokens were stored meanwhile: the grant is alive
     except QuickBooksError as err:
         _record_failure(connection, err, actor=actor)
         raise
@@ -621,7 +628,7 @@ def _refresh_holding_lease(connection, row, owner: str, *, actor=None, takeover=
         if not written:
             _copy_row(connection, fresh)
             _raise_for_state(connection)
-            return
+            return False
         record_event(
             row.pk,
             EventKind.REFRESHED,
@@ -631,9 +638,12 @@ def _refresh_holding_lease(connection, row, owner: str, *, actor=None, takeover=
         )
         _send_on_commit(signals.tokens_refreshed, fresh, rotated=rotated)
     _copy_row(connection, fresh)
+    return True
 
 
-def _mark_reauth_required(connection, version: int, err: QuickBooksError, *, actor=None) -> None:
+def _mark_reauth_required(connection, version: int, err: QuickBooksError, *, actor=None) -> bool:
+    """Mark the connection ``reauth_required`` unless newer tokens were stored since
+    ``version`` (then copy those and return False)."""
     now = _now()
     with transaction.atomic():
         changed = (
@@ -651,7 +661,7 @@ def _mark_reauth_required(connection, version: int, err: QuickBooksError, *, act
             # Someone stored newer tokens meanwhile: their grant is alive.
             fresh = _qs().get(pk=connection.pk)
             _copy_row(connection, fresh)
-            return
+            return False
         fresh = _qs().get(pk=connection.pk)
         record_event(
             connection.pk,
@@ -663,6 +673,7 @@ def _mark_reauth_required(connection, version: int, err: QuickBooksError, *, act
         _send_on_commit(signals.reauthorization_required, fresh, reason="invalid_grant")
     _copy_row(connection, fresh)
     logger.warning("Connection %s needs reconnecting: %s", connection.pk, err.describe())
+    return True
 
 
 def backoff_delay(failures: int) -> float:

@@ -518,3 +518,16 @@ def test_a_connection_of_the_other_environment_is_never_marked_lost(
     stored = QuickBooksConnection.objects.get(pk=conn.pk)
     assert stored.state == ConnectionState.ACTIVE
     assert fake_intuit.counts["token.refresh_token"] == 0
+
+
+def test_invalid_grant_is_not_marked_when_newer_tokens_were_stored(
+    fake_intuit, user, connect_realm
+):
+    conn = connect_realm(user)
+    old_version = conn.token_version
+    connect_realm(user)  # a reconnect stores a new grant: token_version moves on
+    err = ReauthorizationRequired("Intuit refused the grant (invalid_grant).")
+    assert tokens._mark_reauth_required(conn, old_version, err) is False
+    stored = QuickBooksConnection.objects.get(pk=conn.pk)
+    assert stored.state == ConnectionState.ACTIVE
+    assert not stored.events.filter(kind=EventKind.REAUTH_REQUIRED).exists()
