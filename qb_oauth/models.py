@@ -86,7 +86,10 @@ class QuickBooksConnection(models.Model):
     )
     company_name = models.CharField(_("company"), max_length=255, blank=True)
     scopes = models.CharField(
-        _("scopes"), max_length=500, blank=True, help_text=_("Space-separated scopes granted.")
+        _("scopes"),
+        max_length=500,
+        blank=True,
+        help_text=_("Space-separated scopes asked for at Intuit."),
     )
     intuit_user_id = models.CharField(
         _("Intuit user id"),
