@@ -526,7 +526,9 @@ def test_refresh_action_reports_each_connection(admin_user_client, fleet, fake_i
     )
     text = "\n".join(messages_of(response))
     assert f"{fleet['healthy']}: refreshed" in text
-    assert f"{fleet['expiring']}: needs reconnecting" in text
+    # A production connection on a sandbox site is never refreshed (nor marked lost).
+    assert f"{fleet['expiring']}: " in text and "is configured for sandbox" in text
+    assert QuickBooksConnection.objects.get(pk=fleet["expiring"].pk).state == "active"
     assert f"{fleet['reauth']}: needs reconnecting" in text
     assert f"{fleet['gone']}: disconnected, nothing to refresh" in text
     assert_no_tokens(response, fake_intuit)
