@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import postgres_reachable  # noqa: E402
+
 CALLBACK = "http://localhost/quickbooks/callback/"
 REALMS = 100  # connections are (user, realm) pairs: N / REALMS users
 
@@ -138,22 +140,6 @@ class FakeProcess:
 
 
 # -- the benchmark ------------------------------------------------------------------------------
-
-
-def _postgres_reachable() -> bool:
-    try:
-        import psycopg
-
-        psycopg.connect(
-            host=os.environ.get("QB_TEST_PG_HOST", "127.0.0.1"),
-            port=os.environ.get("QB_TEST_PG_PORT", "5432"),
-            user=os.environ.get("QB_TEST_PG_USER", "postgres"),
-            dbname="postgres",
-            connect_timeout=2,
-        ).close()
-        return True
-    except Exception:
-        return False
 
 
 def _setup_django(db: str) -> None:
@@ -278,7 +264,7 @@ def main() -> int:
     sizes = [int(s) for s in args.memory_sizes.split(",") if s]
     db = args.db
     if db == "auto":
-        db = "postgres" if _postgres_reachable() else "sqlite"
+        db = "postgres" if postgres_reachable() else "sqlite"
     _setup_django(db)
 
     from django.conf import settings
