@@ -202,21 +202,9 @@ def authorization_url(*, state: str, redirect_uri: str, scopes: list[str] | None
 def exchange_code(*, code: str, redirect_uri: str) -> TokenResponse:
     """Exchange an authorization code for tokens (a code works once)."""
     session = oauth_session(redirect_uri=redirect_uri)
-    session.register_compliance_hook("access_token_response", _token_hook(session))
-    try:
-        session.fetch_token(
-            endpoints()["token"],
-            code=code,
-            auth=_client_auth(),
-            include_client_id=False,
-            timeout=_timeout(),
-            headers=_token_headers(),
-        )
-    except requests.RequestException as err:
-        raise _network_error(err, "token endpoint") from None
-    except OAuth2Error as err:
-        raise IntuitError(f"Intuit refused the token request: {err.error}.") from None
-    return _token_response(session)
+    return _token_request(
+        session, "access_token_response", session.fetch_token, code=code, include_client_id=False
+    )
 
 
 def refresh_tokens(refresh_token: str) -> TokenResponse:
@@ -226,19 +214,27 @@ def refresh_tokens(refresh_token: str) -> TokenResponse:
     else: Intuit may have rotated it, and the old value may already be dead.
     """
     session = oauth_session()
-    session.register_compliance_hook("refresh_token_response", _token_hook(session))
+    return _token_request(
+        session, "refresh_token_response", session.refresh_token, refresh_token=refresh_token
+    )
+
+
+def _token_request(session: OAuth2Session, hook: str, call, **kwargs: Any) -> TokenResponse:
+    """One call to the token endpoint through ``session`` (``fetch_token`` or
+    ``refresh_token``), its answer checked by a compliance hook before oauthlib parses it."""
+    session.register_compliance_hook(hook, _token_hook(session))
     try:
-        session.refresh_token(
+        call(
             endpoints()["token"],
-            refresh_token=refresh_token,
             auth=_client_auth(),
             timeout=_timeout(),
             headers=_token_headers(),
+            **kwargs,
         )
     except requests.RequestException as err:
         raise _network_error(err, "token endpoint") from None
     except OAuth2Error as err:
-        raise IntuitError(f"Intuit refused the refresh: {err.error}.") from None
+        raise IntuitError(f"Intuit refused the token request: {err.error}.") from None
     return _token_response(session)
 
 
