@@ -312,56 +312,15 @@ def callback(request: HttpRequest) -> HttpResponse:
             redirect_uri=pending.redirect_uri,
             scopes=pending.scopes or None,
         )
-    except ReauthorizationRequired as err:
-        logger.warning("QuickBooks refused the authorization code: %s", err.describe())
-        return _error_page(
-            request,
-            reason="invalid_grant",
-            title=_("QuickBooks didn't accept this connection request"),
-            message=_(
-                "The authorization from QuickBooks was refused, perhaps because it was "
-                "already used or took too long. Nothing was changed. Please try again."
-            ),
-            status=400,
-            next_url=next_url,
-        )
-    except IntuitUnavailable as err:
-        logger.warning("QuickBooks unavailable while connecting: %s", err.describe())
-        return _error_page(
-            request,
-            reason="unavailable",
-            title=_("QuickBooks can't be reached right now"),
-            message=_(
-                "We couldn't finish connecting because QuickBooks didn't answer. "
-                "Nothing was changed. Please try again in a few minutes."
-            ),
-            status=503,
-            next_url=next_url,
-        )
-    except RealmMismatch as err:
-        logger.warning("QuickBooks callback for the wrong company: %s", err.describe())
-        return _error_page(
-            request,
-            reason="realm_mismatch",
-            title=_("QuickBooks sent back an answer for another company"),
-            message=_(
-                "The authorization from QuickBooks doesn't cover the company named in the "
-                "answer. Nothing was changed. Please try connecting again."
-            ),
-            status=400,
-            next_url=next_url,
-        )
     except QuickBooksError as err:
-        logger.warning("QuickBooks refused the connection: %s", err.describe())
+        reason, status, title, message = _connect_failure(err)
+        logger.warning("QuickBooks callback failed (%s): %s", reason, err.describe())
         return _error_page(
             request,
-            reason="intuit_error",
-            title=_("QuickBooks refused the connection"),
-            message=_(
-                "QuickBooks answered with an error. Nothing was changed. If this happens "
-                "again, please tell the site's administrators."
-            ),
-            status=502,
+            reason=reason,
+            title=str(title),
+            message=str(message),
+            status=status,
             next_url=next_url,
         )
 
@@ -371,6 +330,56 @@ def callback(request: HttpRequest) -> HttpResponse:
         text = _("Reconnected to %(company)s.")
     messages.success(request, text % {"company": _company(connection)})
     return HttpResponseRedirect(next_url)
+
+
+#: What the callback shows when the code exchange fails: (exception, reason, status,
+#: title, message), the first matching class wins. Nothing was stored in any case.
+_CONNECT_FAILURES = (
+    (
+        ReauthorizationRequired,
+        "invalid_grant",
+        400,
+        gettext_lazy("QuickBooks didn't accept this connection request"),
+        gettext_lazy(
+            "The authorization from QuickBooks was refused, perhaps because it was "
+            "already used or took too long. Nothing was changed. Please try again."
+        ),
+    ),
+    (
+        IntuitUnavailable,
+        "unavailable",
+        503,
+        gettext_lazy("QuickBooks can't be reached right now"),
+        gettext_lazy(
+            "We couldn't finish connecting because QuickBooks didn't answer. "
+            "Nothing was changed. Please try again in a few minutes."
+        ),
+    ),
+    (
+        RealmMismatch,
+        "realm_mismatch",
+        400,
+        gettext_lazy("QuickBooks sent back an answer for another company"),
+        gettext_lazy(
+            "The authorization from QuickBooks doesn't cover the company named in the "
+            "answer. Nothing was changed. Please try connecting again."
+        ),
+    ),
+    (
+        QuickBooksError,
+        "intuit_error",
+        502,
+        gettext_lazy("QuickBooks refused the connection"),
+        gettext_lazy(
+            "QuickBooks answered with an error. Nothing was changed. If this happens "
+            "again, please tell the site's administrators."
+        ),
+    ),
+)
+
+
+def _connect_failure(err: QuickBooksError):
+    return next(row[1:] for row in _CONNECT_FAILURES if isinstance(err, row[0]))
 
 
 def _printable(value: str | None, limit: int = 64) -> str:
