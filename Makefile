@@ -43,7 +43,7 @@ test-postgres: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check qb_oauth tests
+	$(BIN)/ruff format --check qb_oauth tests benchmarks example_project
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python -m django makemigrations --check --dry-run qb_oauth
 
 bench: $(STAMP)
