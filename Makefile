@@ -4,14 +4,15 @@
 SHELL := /bin/bash
 # On machines with pyenv, put every supported Python on PATH (harmless elsewhere).
 export PYENV_VERSION ?= 3.11.7:3.12.1:3.13.0
-PYTHON ?= $(shell for p in python3.13 python3.12 python3; do $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
+# The newest supported Python found (make's $(shell) does not see exported variables).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3; do PYENV_VERSION=$(PYENV_VERSION) $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_HOST ?= 127.0.0.1
 PG_PORT ?= 5432
 
-.PHONY: help venv demo test test-sqlite test-postgres lint bench tox clean
+.PHONY: help venv demo test test-sqlite test-postgres lint bench tox clean print-python
 
 help:
 	@echo "make demo    the example site, the fake Intuit and a django-q2 cluster, offline"
@@ -54,3 +55,6 @@ tox: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .tox build dist *.egg-info .pytest_cache .ruff_cache
+
+print-python:
+	@echo $(PYTHON); PYENV_VERSION=$(PYENV_VERSION) $(PYTHON) --version
