@@ -128,7 +128,7 @@ LOGGING = {
         },
     },
     "loggers": {
-        "qb_oauth": {"handlers": ["console"], "level": "INFO"},
+        "qb_oauth": {"handlers": ["console"], "level": "INFO", "propagate": False},
         # runserver's request lines, with Intuit's one-time code and the state masked.
         "django.server": {"handlers": ["server"], "level": "INFO", "propagate": False},
     },
