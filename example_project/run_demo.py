@@ -172,6 +172,8 @@ def main() -> int:
             say("  Companies offered at its consent page:")
             for company in fake.companies:
                 say(f"    {company.realm_id}  {company.name}")
+            say(f"  Fake Intuit's controls: {server.url}/_fake/ (move its clock an hour ahead,")
+            say("  or disconnect a company 'inside QuickBooks')")
             say("  (The fake forgets its grants when it stops: companies connected in an")
             say("  earlier run show 'Needs reconnecting' until you reconnect them.)")
         else:

@@ -79,6 +79,8 @@ USERINFO_PATHS = {
 JWKS_PATH = "/op/v1/jwks"
 ISSUER_PATH = "/op/v1"
 API_PATHS = {"production": "/quickbooks-api", "sandbox": "/sandbox-quickbooks-api"}
+#: The fake's own control page (not Intuit's): clock and "disconnect inside QuickBooks".
+CONTROL_PATH = "/_fake"
 
 CODE_LIFETIME = 600
 JSON_TYPE = "application/json;charset=UTF-8"
@@ -580,6 +582,8 @@ class FakeIntuit:
         for prefix in API_PATHS.values():
             if path == prefix or path.startswith(prefix + "/"):
                 return "api"
+        if path == CONTROL_PATH or path.startswith(CONTROL_PATH + "/"):
+            return "control"
         return None
 
     def _record(self, endpoint: str | None, req: _Request) -> None:
@@ -620,10 +624,48 @@ class FakeIntuit:
             "userinfo": self._userinfo,
             "jwks": self._jwks,
             "api": self._api,
+            "control": self._control,
         }.get(endpoint or "")
         if handler is None:
             return _html(404, pages.GATEWAY_PAGE.format(status=404, reason="Not Found"))
         return handler(req)
+
+    def _control(self, req: _Request) -> _Response:
+        """``/_fake/``: the control page; POST ``/_fake/clock`` and ``/_fake/disconnect``."""
+        path = req.path.rstrip("/")
+        if req.method == "POST" and path == CONTROL_PATH + "/clock":
+            try:
+                seconds = float((req.form().get("seconds") or ["3700"])[0])
+            except ValueError:
+                return _html(400, pages.error_page("invalid_request", "seconds must be a number"))
+            self.clock.advance(seconds)
+            return _Response(303, [("Location", CONTROL_PATH + "/")])
+        if req.method == "POST" and path == CONTROL_PATH + "/disconnect":
+            realm = (req.form().get("realmId") or [""])[0]
+            if not self.disconnect_url or not realm:
+                return _html(400, pages.error_page("invalid_request", "no Disconnect URL or realm"))
+            return _Response(303, [("Location", self.disconnect_from_quickbooks(realm))])
+        if req.method not in ("GET", "HEAD") or path != CONTROL_PATH:
+            return _html(404, pages.GATEWAY_PAGE.format(status=404, reason="Not Found"))
+        import datetime as _dt
+
+        now = self.clock.now()
+        names = {c.realm_id: c.name for c in self.companies}
+        live: dict[str, bool] = {}
+        for grant in self.grants:
+            if grant.realm_id is not None:
+                live[grant.realm_id] = live.get(grant.realm_id, False) or grant.live
+        return _html(
+            200,
+            pages.control_page(
+                now=_dt.datetime.fromtimestamp(now, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                offset_hours=(now - time.time()) / 3600,
+                companies=[
+                    (names.get(realm, realm), realm, alive) for realm, alive in live.items()
+                ],
+                disconnect_url=self.disconnect_url,
+            ),
+        )
 
     def _with_tid(self, resp: _Response) -> _Response:
         if not any(k.lower() == "intuit_tid" for k, _ in resp.headers):

@@ -101,3 +101,48 @@ GATEWAY_PAGE = (
     "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
     "<center><h1>{status} {reason}</h1></center>\r\n</body>\r\n</html>\r\n"
 )
+
+
+def control_page(
+    *, now: str, offset_hours: float, companies: list, disconnect_url: str | None
+) -> str:
+    """The fake's own control page (``/_fake/``): what a test does in code, by hand.
+
+    Not part of Intuit: a person trying the demo uses it to move the fake's
+    clock past an access token's hour, or to disconnect the app "inside
+    QuickBooks" and be sent to the site's Disconnect URL.
+    """
+    rows = []
+    for company_name, realm_id, alive in companies:
+        realm = escape(str(realm_id))
+        name = escape(str(company_name))
+        if not alive:
+            action = "revoked"
+        elif disconnect_url:
+            action = (
+                '<form method="post" action="/_fake/disconnect">'
+                f'<input type="hidden" name="realmId" value="{realm}">'
+                f'<button type="submit" aria-label="Disconnect {name} inside QuickBooks">'
+                "Disconnect inside QuickBooks</button></form>"
+            )
+        else:
+            action = "live (no Disconnect URL set)"
+        rows.append(f"<tr><td>{name}</td><td>{realm}</td><td>{action}</td></tr>")
+    table = (
+        "<table><thead><tr><th>Company</th><th>Realm</th><th></th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+        if rows
+        else "<p>No company is connected yet.</p>"
+    )
+    body = f"""<h1>Fake Intuit: controls</h1>
+<p>The fake's clock: {escape(now)} ({offset_hours:+.1f} h from real time).</p>
+<form method="post" action="/_fake/clock">
+<input type="hidden" name="seconds" value="3700">
+<button type="submit">Move the clock 1 hour ahead</button>
+</form>
+<p>Access tokens issued before then are expired at the fake, as at Intuit: the
+site's next API call gets a 401 and refreshes once.</p>
+<h2>Connected companies</h2>
+{table}"""
+    return _page("Fake Intuit: controls", body)
