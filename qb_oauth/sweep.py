@@ -462,7 +462,9 @@ def run_sweep(
                 finished_at=timezone.now(),
                 **values,
             )
-    logger.info(stats.summary())
+            logger.info(stats.summary())
+        # A fanned-out run logs its summary once, when its last batch finishes
+        # (_finish_if_done): here it has only been handed out.
     return stats
 
 

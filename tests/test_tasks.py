@@ -606,3 +606,15 @@ def test_connections_of_the_other_environment_are_left_alone(
     assert sweep.run_sweep(mode="all", fan_out=False).due == 1
     assert refreshes(fake_intuit, other) == 0
     assert expiring_signals(received) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fanned_out_sweep_logs_its_summary_once(caplog):
+    import logging
+
+    from qb_oauth.tasks import refresh_due_connections
+
+    with caplog.at_level(logging.INFO, logger="qb_oauth.tasks"):
+        refresh_due_connections(fan_out=True)
+    summaries = [r for r in caplog.records if r.getMessage().startswith("Sweep #")]
+    assert len(summaries) == 1
