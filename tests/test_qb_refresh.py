@@ -136,3 +136,11 @@ def test_a_connection_of_the_other_environment_is_refused(conns, fake_intuit):
         run("--connection", str(conns[0].pk))
     assert "1 connection would be refreshed" in run("--dry-run")
     assert fake_intuit.counts["token.refresh_token"] == 0
+
+
+def test_failed_refreshes_make_the_command_fail_for_cron(conns, fake_intuit):
+    fake_intuit.inject_fault("token", "503", times=10)
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="2 refresh\\(es\\) failed"):
+        call_command("qb_refresh", stdout=out, stderr=io.StringIO())
+    assert "2 failed (Intuit unavailable)" in out.getvalue()  # the summary came first

@@ -161,6 +161,13 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Connection {pk} was not refreshed ({row.state}): {row.last_error or 'error'}"
             )
+        failed = stats.failed_unavailable + stats.failed_other
+        if failed:
+            # A non-zero exit, so cron (MAILTO) or a monitor notices; the summary says which.
+            raise CommandError(
+                f"{failed} refresh(es) failed; they are retried with backoff. "
+                "See the admin's last errors, or `qb_status --failing`."
+            )
 
     def _check_connection(self, pk: int) -> None:
         row = QuickBooksConnection.objects.filter(pk=pk).values("state", "environment").first()
