@@ -19,124 +19,21 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
-import subprocess
 import sys
 import time
 import tracemalloc
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import postgres_reachable  # noqa: E402
+from benchmarks.common import FakeIntuitProcess, postgres_reachable  # noqa: E402
 
-CALLBACK = "http://localhost/quickbooks/callback/"
 REALMS = 100  # connections are (user, realm) pairs: N / REALMS users
-
-
-# -- the fake Intuit, in a child process ------------------------------------------------------
-
-
-def _mint(fake, n: int) -> list[dict]:
-    """n grants through the fake's consent and token endpoints (in-process, no latency)."""
-    import requests
-
-    session = requests.Session()
-    session.mount(fake.base_url + "/", fake.adapter())
-    grants = []
-    for i in range(n):
-        realm = fake.companies[i % len(fake.companies)].realm_id
-        query = urlencode(
-            {
-                "client_id": fake.client_id,
-                "redirect_uri": CALLBACK,
-                "response_type": "code",
-                "scope": "com.intuit.quickbooks.accounting",
-                "state": "bench",
-            }
-        )
-        redirect = fake.consent(f"{fake.authorization_url}?{query}", realm_id=realm)
-        code = parse_qs(urlsplit(redirect).query)["code"][0]
-        answer = session.post(
-            fake.token_url,
-            data={"grant_type": "authorization_code", "code": code, "redirect_uri": CALLBACK},
-            auth=(fake.client_id, fake.client_secret),
-            headers={"Accept": "application/json"},
-            timeout=10,
-        ).json()
-        grants.append(
-            {
-                "realm_id": realm,
-                "access_token": answer["access_token"],
-                "refresh_token": answer["refresh_token"],
-                "expires_in": answer["expires_in"],
-                "x_refresh_token_expires_in": answer["x_refresh_token_expires_in"],
-            }
-        )
-    return grants
-
-
-def serve_fake() -> None:
-    """The child: serve the fake over HTTP and obey one-line commands on stdin."""
-    from qb_oauth.testing import Company, FakeIntuit, FakeIntuitServer
-
-    fake = FakeIntuit(
-        redirect_uris=[CALLBACK],
-        companies=[Company(str(9_100_000 + i), f"Bench Company {i}") for i in range(REALMS)],
-    )
-    server = FakeIntuitServer(fake).start()
-    print(json.dumps({"qb_oauth": fake.qb_oauth_settings()}), flush=True)
-    for line in sys.stdin:
-        command, _, arg = line.strip().partition(" ")
-        if command == "mint":
-            print(json.dumps(_mint(fake, int(arg))), flush=True)
-        elif command == "latency":
-            fake.latency = {"token": float(arg)}
-            print("{}", flush=True)
-        elif command == "reset":
-            fake.reset_counters()
-            print("{}", flush=True)
-        elif command == "counts":
-            counts = {
-                "refresh_calls": fake.counts["token.refresh_token"],
-                "tokens_refreshed": len(fake.refresh_counts),
-                "most_per_token": max(fake.refresh_counts.values(), default=0),
-            }
-            print(json.dumps(counts), flush=True)
-        else:
-            break
-    server.stop()
-
-
-class FakeProcess:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--serve-fake"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        self.info = json.loads(self.proc.stdout.readline())
-
-    def ask(self, command: str):
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-            self.proc.wait(timeout=10)
-        except Exception:
-            self.proc.kill()
 
 
 # -- the benchmark ------------------------------------------------------------------------------
@@ -236,7 +133,6 @@ def _mb(size: float) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("-n", type=int, default=10_000, help="due connections (default 10000)")
     parser.add_argument("--latency", type=float, default=0.1, help="seconds per refresh")
     parser.add_argument(
@@ -256,10 +152,6 @@ def main() -> int:
     )
     parser.add_argument("--db", choices=("auto", "postgres", "sqlite"), default="auto")
     args = parser.parse_args()
-    if args.serve_fake:
-        serve_fake()
-        return 0
-
     concurrencies = args.concurrency or [16, 32]
     sizes = [int(s) for s in args.memory_sizes.split(",") if s]
     db = args.db
@@ -270,10 +162,10 @@ def main() -> int:
     from django.conf import settings
     from django.db import connection
 
-    fake = FakeProcess()
+    fake = FakeIntuitProcess(realms=REALMS)
     test_db = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     try:
-        settings.QB_OAUTH = {**settings.QB_OAUTH, **fake.info["qb_oauth"]}
+        settings.QB_OAUTH = {**settings.QB_OAUTH, **fake.qb_oauth}
         total = max([args.n, *sizes])
         print(_machine(_db_label()))
         print(f"Test database: {test_db}. Minting {total} grants at the fake Intuit...", flush=True)
@@ -301,7 +193,7 @@ def main() -> int:
             started = time.monotonic()
             stats = _sweep(c)
             wall = time.monotonic() - started
-            counts = fake.ask("counts")
+            counts = fake.ask("refresh_stats")
             bound = args.n * args.latency / c
             print(
                 f"  {args.n:>11}  {c:>11}  {bound:>11.1f} s  {wall:>6.1f} s  "

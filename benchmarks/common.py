@@ -19,7 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -137,11 +137,54 @@ def median(values: list[float]) -> float:
 # -- the fake Intuit in a child process ---------------------------------------------------------
 
 
-def _serve_fake() -> None:
-    """The child: serve the fake over HTTP; answer one JSON line per command line."""
-    from qb_oauth.testing import FakeIntuit, FakeIntuitServer
+def _mint(fake, n: int) -> list[dict]:
+    """n grants through the fake's consent and token endpoints (in-process, no latency)."""
+    import requests
 
-    fake = FakeIntuit(redirect_uris=[CALLBACK])
+    session = requests.Session()
+    session.mount(fake.base_url + "/", fake.adapter())
+    grants = []
+    for i in range(n):
+        realm = fake.companies[i % len(fake.companies)].realm_id
+        query = urlencode(
+            {
+                "client_id": fake.client_id,
+                "redirect_uri": CALLBACK,
+                "response_type": "code",
+                "scope": "com.intuit.quickbooks.accounting",
+                "state": "bench",
+            }
+        )
+        back = fake.consent(f"{fake.authorization_url}?{query}", realm_id=realm)
+        code = parse_qs(urlsplit(back).query)["code"][0]
+        answer = session.post(
+            fake.token_url,
+            data={"grant_type": "authorization_code", "code": code, "redirect_uri": CALLBACK},
+            auth=(fake.client_id, fake.client_secret),
+            headers={"Accept": "application/json"},
+            timeout=10,
+        ).json()
+        grants.append(
+            {
+                "realm_id": realm,
+                "access_token": answer["access_token"],
+                "refresh_token": answer["refresh_token"],
+                "expires_in": answer["expires_in"],
+                "x_refresh_token_expires_in": answer["x_refresh_token_expires_in"],
+            }
+        )
+    return grants
+
+
+def _serve_fake(realms: int = 0) -> None:
+    """The child: serve the fake over HTTP; answer one JSON line per command line.
+
+    ``realms``: that many bench companies instead of the fake's default three.
+    """
+    from qb_oauth.testing import Company, FakeIntuit, FakeIntuitServer
+
+    companies = [Company(str(9_100_000 + i), f"Bench Company {i}") for i in range(realms)]
+    fake = FakeIntuit(redirect_uris=[CALLBACK], companies=companies or None)
     server = FakeIntuitServer(fake).start()
     print(json.dumps({"qb_oauth": fake.qb_oauth_settings()}), flush=True)
     for line in sys.stdin:
@@ -157,8 +200,17 @@ def _serve_fake() -> None:
             print("{}", flush=True)
         elif command == "counts":
             print(json.dumps(dict(fake.counts)), flush=True)
+        elif command == "refresh_stats":
+            stats = {
+                "refresh_calls": fake.counts["token.refresh_token"],
+                "tokens_refreshed": len(fake.refresh_counts),
+                "most_per_token": max(fake.refresh_counts.values(), default=0),
+            }
+            print(json.dumps(stats), flush=True)
         elif command == "current":
             print(json.dumps(fake.current_refresh_token(arg)), flush=True)
+        elif command == "mint":
+            print(json.dumps(_mint(fake, int(arg))), flush=True)
         else:
             break
     server.stop()
@@ -167,9 +219,13 @@ def _serve_fake() -> None:
 class FakeIntuitProcess:
     """The fake Intuit over HTTP in a child process; ``ask(command)`` returns its JSON answer."""
 
-    def __init__(self) -> None:
+    def __init__(self, realms: int = 0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from benchmarks.common import _serve_fake; _serve_fake()"],
+            [
+                sys.executable,
+                "-c",
+                f"from benchmarks.common import _serve_fake; _serve_fake({int(realms)})",
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
