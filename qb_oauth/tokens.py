@@ -226,6 +226,8 @@ def _token_fields(tokens: client.TokenResponse, now: datetime) -> dict[str, Any]
         "state": ConnectionState.ACTIVE,
         "refresh_lease_owner": "",
         "refresh_lease_expires_at": None,
+        # QuerySet.update() does not apply auto_now.
+        "updated_at": now,
     }
     if tokens.refresh_token_hard_expires_in is not None:
         fields["refresh_token_hard_expires_at"] = _expiry(now, tokens.refresh_token_hard_expires_in)
@@ -655,6 +657,7 @@ def _mark_reauth_required(connection, version: int, err: QuickBooksError, *, act
                 last_error_at=now,
                 consecutive_failures=F("consecutive_failures") + 1,
                 next_attempt_at=None,
+                updated_at=now,
             )
         )
         if not changed:
@@ -695,6 +698,7 @@ def _record_failure(connection, err: QuickBooksError, *, actor=None) -> None:
             last_error=err.describe()[:2000],
             last_error_at=now,
             next_attempt_at=now + timedelta(seconds=backoff_delay(failures)),
+            updated_at=now,
         )
         record_event(
             connection.pk,
@@ -750,7 +754,9 @@ def revoke(
         if token:
             client.revoke_token(token)
         with transaction.atomic():
-            _qs().filter(pk=row.pk).update(**_CLEARED, token_version=F("token_version") + 1)
+            _qs().filter(pk=row.pk).update(
+                **_CLEARED, token_version=F("token_version") + 1, updated_at=_now()
+            )
             fresh = _qs().get(pk=row.pk)
             record_event(row.pk, EventKind.REVOKED, f"Revoked by {by}.", actor=actor)
             _send_on_commit(signals.connection_disconnected, fresh, by=by)
@@ -779,7 +785,9 @@ def disconnected_at_intuit(connection: QuickBooksConnection, *, actor=None) -> b
     if connection.state == ConnectionState.DISCONNECTED and not connection.refresh_token:
         return True
     with transaction.atomic():
-        _qs().filter(pk=connection.pk).update(**_CLEARED, token_version=F("token_version") + 1)
+        _qs().filter(pk=connection.pk).update(
+            **_CLEARED, token_version=F("token_version") + 1, updated_at=_now()
+        )
         fresh = _qs().get(pk=connection.pk)
         record_event(
             connection.pk,

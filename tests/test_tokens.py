@@ -531,3 +531,18 @@ def test_invalid_grant_is_not_marked_when_newer_tokens_were_stored(
     stored = QuickBooksConnection.objects.get(pk=conn.pk)
     assert stored.state == ConnectionState.ACTIVE
     assert not stored.events.filter(kind=EventKind.REAUTH_REQUIRED).exists()
+
+
+def test_updated_at_moves_with_every_token_or_state_write(fake_intuit, user, connect_realm):
+    conn = connect_realm(user)
+    stamps = [QuickBooksConnection.objects.get(pk=conn.pk).updated_at]
+    expire_access(conn)
+    tokens.get_access_token(conn)
+    stamps.append(QuickBooksConnection.objects.get(pk=conn.pk).updated_at)
+    fake_intuit.inject_fault("token", "503")
+    with pytest.raises(IntuitUnavailable):
+        tokens.refresh(conn, force=True)
+    stamps.append(QuickBooksConnection.objects.get(pk=conn.pk).updated_at)
+    tokens.revoke(conn)
+    stamps.append(QuickBooksConnection.objects.get(pk=conn.pk).updated_at)
+    assert stamps == sorted(stamps) and len(set(stamps)) == 4
