@@ -626,11 +626,19 @@ def _refresh_holding_lease(connection, row, owner: str, *, actor=None, takeover=
             .filter(Q(refresh_lease_owner=owner) | Q(token_version=version))
             .update(**values)
         )
-        fresh = _qs().get(pk=row.pk)
         if not written:
+            fresh = _qs().get(pk=row.pk)
             _copy_row(connection, fresh)
             _raise_for_state(connection)
             return False
+        if used == row.refresh_token:
+            # Nobody wrote tokens since ``row`` was read under the lease: the stored
+            # row is ``row`` with these values, no need to read it back.
+            _apply(row, {k: v for k, v in values.items() if k != "token_version"})
+            row.token_version = version + 1
+            fresh = row
+        else:  # the retry with a newer token: read back what is stored
+            fresh = _qs().get(pk=row.pk)
         record_event(
             row.pk,
             EventKind.REFRESHED,
