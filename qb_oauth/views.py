@@ -407,27 +407,19 @@ def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
         return HttpResponseRedirect(next_url)
     try:
         tokens.revoke(connection, actor=request.user, by="user")
-    except IntuitUnavailable as err:
+    except QuickBooksError as err:
         logger.warning("Disconnect of connection %s: %s", connection.pk, err.describe())
-        messages.error(
-            request,
-            _(
+        if isinstance(err, IntuitUnavailable):
+            text = _(
                 "We couldn't reach QuickBooks, so %(company)s is still connected and nothing "
                 "was changed. Please try again in a few minutes."
             )
-            % {"company": _company(connection)},
-        )
-        return HttpResponseRedirect(next_url)
-    except QuickBooksError as err:
-        logger.warning("Disconnect of connection %s: %s", connection.pk, err.describe())
-        messages.error(
-            request,
-            _(
+        else:
+            text = _(
                 "QuickBooks refused to disconnect %(company)s, so nothing was changed. If this "
                 "happens again, please tell the site's administrators."
             )
-            % {"company": _company(connection)},
-        )
+        messages.error(request, text % {"company": _company(connection)})
         return HttpResponseRedirect(next_url)
     messages.success(
         request, _("Disconnected from %(company)s.") % {"company": _company(connection)}
