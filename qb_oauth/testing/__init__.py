@@ -6,16 +6,8 @@ docs/testing.md. Importing it needs neither Django nor a network.
 
 from .adapter import FakeIntuitAdapter
 from .clock import FakeClock
-from .fake import (
-    ENDPOINTS,
-    FAULT_KINDS,
-    SCOPES,
-    Company,
-    DropConnection,
-    FakeIntuit,
-    FakeIntuitError,
-    Grant,
-)
+from .errors import DropConnection, FakeIntuitError
+from .fake import ENDPOINTS, FAULT_KINDS, SCOPES, Company, FakeIntuit, Grant
 from .server import FakeIntuitServer
 
 __all__ = [

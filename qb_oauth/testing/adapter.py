@@ -20,7 +20,7 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
-from .fake import DropConnection
+from .errors import DropConnection
 
 if TYPE_CHECKING:
     from .fake import FakeIntuit

@@ -33,7 +33,10 @@ from urllib.parse import parse_qs, quote_plus, urlencode, urlsplit
 from xml.sax.saxutils import escape as xml_escape
 
 from . import pages
+from .adapter import FakeIntuitAdapter
+from .adapter import mounted as _mounted
 from .clock import FakeClock
+from .errors import DropConnection, FakeIntuitError
 
 __all__ = [
     "ENDPOINTS",
@@ -97,30 +100,6 @@ def _b64url(data: bytes) -> str:
 
 def _random_text(alphabet: str, length: int) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
-
-
-class FakeIntuitError(Exception):
-    """An error the fake's authorization page would show (instead of redirecting)."""
-
-    def __init__(self, error: str, description: str = "", status: int = 400) -> None:
-        super().__init__(f"{error}: {description}" if description else error)
-        self.error = error
-        self.description = description
-        self.status = status
-
-
-class DropConnection(Exception):
-    """Raised by ``wsgi_app`` when the answer must be lost: "reset" or "timeout".
-
-    The server closes the socket (after ``seconds`` for a timeout); the
-    in-process adapter raises the matching ``requests`` exception at once.
-    """
-
-    def __init__(self, kind: str, seconds: float = 0.0, sleep=None) -> None:
-        super().__init__(kind)
-        self.kind = kind
-        self.seconds = seconds
-        self.sleep = sleep or time.sleep
 
 
 @dataclass
@@ -516,18 +495,14 @@ class FakeIntuit:
 
     # ----------------------------------------------------------- transports
 
-    def adapter(self):
+    def adapter(self) -> FakeIntuitAdapter:
         """A ``requests`` transport adapter serving this fake in-process (no socket)."""
-        from .adapter import FakeIntuitAdapter
-
         return FakeIntuitAdapter(self)
 
     def mounted(self):
         """Context manager: every ``requests`` session made meanwhile reaches this fake
         in-process for URLs under ``base_url``."""
-        from .adapter import mounted
-
-        return mounted(self)
+        return _mounted(self)
 
     # ---------------------------------------------------------------- WSGI
 

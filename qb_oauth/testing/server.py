@@ -17,7 +17,7 @@ import threading
 from typing import TYPE_CHECKING, TextIO
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
-from .fake import DropConnection
+from .errors import DropConnection
 
 if TYPE_CHECKING:
     from .fake import FakeIntuit
