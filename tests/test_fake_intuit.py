@@ -793,6 +793,67 @@ def test_answer_lost_after_processing(http, fake, kind):
     assert refresh(http, fake, body["refresh_token"]).status_code == 400
 
 
+def answer_size(r):
+    """Bytes of ``r`` as the server writes them: status line, headers, blank line, body."""
+    head = f"HTTP/1.1 {r.status_code} {r.reason}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in r.headers.items()) + "\r\n"
+    return len(head.encode("latin-1")) + len(r.content)
+
+
+@pytest.mark.parametrize("endpoint", ["token", "api"])
+def test_trickle_fault_answers_in_full_slowly(http, fake, endpoint):
+    fake.rotation_interval = 0
+    body, realm = connect(http, fake)
+    pause = 0.0003
+    fake.inject_fault(endpoint, "trickle", seconds=pause)
+    started = time.monotonic()
+    if endpoint == "token":
+        r = refresh(http, fake, body["refresh_token"])
+    else:
+        r = company_info(http, fake, body["access_token"], realm)
+    elapsed = time.monotonic() - started
+    assert r.status_code == 200 and r.headers["intuit_tid"]
+    if endpoint == "token":  # processed as usual: the refresh token rotated
+        assert r.json()["refresh_token"] == fake.current_refresh_token(realm)
+        assert r.json()["refresh_token"] != body["refresh_token"]
+    else:
+        assert r.json()["CompanyInfo"]["CompanyName"] == fake.companies[0].name
+    # In-process the adapter sleeps pause x the answer's size; over HTTP each byte waits.
+    assert elapsed >= pause * (answer_size(r) - 1)
+
+
+def test_trickle_fault_outlasts_a_read_timeout_over_http(fake):
+    # Each byte comes well within the 1 s read timeout, so requests never times out,
+    # while the whole answer (about 1,060 bytes for a refresh) takes about 2 s.
+    fake.rotation_interval = 0
+    pause = 0.0018
+    with FakeIntuitServer(fake):
+        body, realm = connect(requests.Session(), fake)
+        fake.inject_fault("token", "trickle", seconds=pause)
+        started = time.monotonic()
+        r = requests.post(
+            fake.token_url,
+            data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
+            auth=(fake.client_id, fake.client_secret),
+            timeout=1,
+        )
+        elapsed = time.monotonic() - started
+    assert r.status_code == 200
+    assert r.json()["refresh_token"] == fake.current_refresh_token(realm)
+    assert elapsed >= pause * (answer_size(r) - 1)
+    assert elapsed > 1.5
+
+
+def test_trickle_fault_needs_its_pause(fake):
+    with pytest.raises(ValueError):
+        fake.inject_fault("token", "trickle")
+    with pytest.raises(ValueError):
+        fake.inject_fault("token", "trickle", seconds=-1)
+    with pytest.raises(ValueError):
+        fake.inject_fault("token", "timeout", seconds=1)
+    fake.inject_fault("*", "trickle", seconds=0, times=None)
+
+
 def test_fault_rate_is_seeded_and_counted(fake):
     http = requests.Session()
     http.mount(fake.base_url, fake.adapter())

@@ -3,7 +3,8 @@
 No socket is opened, yet the caller's code goes through ``requests`` exactly
 as it would to Intuit: headers, bodies, status codes, timeouts (a "timeout"
 fault raises ``ReadTimeout``) and connection errors (a "reset" fault raises
-``ConnectionError``).
+``ConnectionError``). A "trickle" takes as long as it would over a socket:
+the adapter sleeps the pause times the answer's size, then answers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
-from .errors import DropConnection
+from .errors import DropConnection, Trickle
 
 if TYPE_CHECKING:
     from .fake import FakeIntuit
@@ -85,9 +86,11 @@ class FakeIntuitAdapter(BaseAdapter):
                 ConnectionResetError(104, "Connection reset by peer"), request=request
             ) from None
         content = b"".join(chunks)
+        status_text = captured["status"]
+        if isinstance(chunks, Trickle):
+            chunks.sleep(chunks.pause * _answer_size(status_text, captured["headers"], content))
 
         response = requests.Response()
-        status_text = captured["status"]
         response.status_code = int(status_text.split(" ", 1)[0])
         response.reason = status_text.split(" ", 1)[1] if " " in status_text else ""
         response.headers = CaseInsensitiveDict(captured["headers"])
@@ -102,6 +105,12 @@ class FakeIntuitAdapter(BaseAdapter):
 
     def close(self) -> None:
         pass
+
+
+def _answer_size(status: str, headers: list[tuple[str, str]], body: bytes) -> int:
+    """Bytes of the answer on the wire: status line, headers, blank line, body."""
+    head = f"HTTP/1.1 {status}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+    return len(head.encode("latin-1")) + len(body)
 
 
 _patch_lock = threading.Lock()

@@ -1,12 +1,14 @@
-"""What the fake Intuit raises: to its callers, and to the transports that run it.
+"""What the fake Intuit hands its callers and the transports that run it, besides answers.
 
-Its own module so that the fake, the in-process adapter and the HTTP server
-all import it, and none of them imports another to get it.
+Its exceptions, and the body of a "trickle" fault. Its own module so that the
+fake, the in-process adapter and the HTTP server all import it, and none of
+them imports another to get it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 
 class FakeIntuitError(Exception):
@@ -30,4 +32,19 @@ class DropConnection(Exception):
         super().__init__(kind)
         self.kind = kind
         self.seconds = seconds
+        self.sleep = sleep or time.sleep
+
+
+class Trickle(list):
+    """What ``wsgi_app`` returns for a "trickle" fault: the body, and ``pause`` between bytes.
+
+    The server writes the whole answer (status line, headers, body) one byte
+    at a time with ``pause`` seconds between bytes; the in-process adapter
+    sleeps ``pause`` times the answer's size, then answers. To any other WSGI
+    server it is the plain body.
+    """
+
+    def __init__(self, chunks: Iterable[bytes], pause: float, sleep=None) -> None:
+        super().__init__(chunks)
+        self.pause = pause
         self.sleep = sleep or time.sleep

@@ -3,11 +3,12 @@
 Serves ``FakeIntuit.wsgi_app`` with wsgiref and one thread per connection.
 Faults that lose the answer are done to the socket: "reset" closes it with
 an RST (SO_LINGER 0), "timeout" holds it for ``fake.timeout_seconds`` and
-then closes it.
+then closes it. A "trickle" writes the whole answer one byte at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import socketserver
@@ -17,7 +18,7 @@ import threading
 from typing import TYPE_CHECKING, TextIO
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
-from .errors import DropConnection
+from .errors import DropConnection, Trickle
 
 if TYPE_CHECKING:
     from .fake import FakeIntuit
@@ -25,6 +26,24 @@ if TYPE_CHECKING:
 
 class _ServerHandler(ServerHandler):
     request_handler: _RequestHandler
+    _trickled = 0  # bytes of a "trickle" answer written so far
+
+    def _write(self, data: bytes) -> None:
+        # Every byte of the answer (status line and headers too) goes through here.
+        trickle = self.result
+        if not isinstance(trickle, Trickle):
+            super()._write(data)
+            return
+        if not self._trickled:  # one byte per segment: no Nagle coalescing
+            with contextlib.suppress(OSError):
+                sock = self.request_handler.connection
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(data)):
+            if self._trickled:
+                trickle.sleep(trickle.pause)
+            self.stdout.write(data[i : i + 1])
+            self.stdout.flush()
+            self._trickled += 1
 
     def handle_error(self) -> None:
         exc = sys.exc_info()[1]

@@ -24,6 +24,9 @@ FAULT_KINDS = (
     # (a code used, a refresh token rotated) but the client never hears of it.
     "reset_after",
     "timeout_after",
+    # The request is processed, then the whole answer is sent one byte at a time, a pause
+    # between bytes: every read returns in time, the whole call takes far longer.
+    "trickle",
 )
 
 
@@ -32,6 +35,7 @@ class Fault:
     kind: str
     times: int | None
     rate: float | None
+    seconds: float | None = None
 
 
 class Faults:
@@ -48,12 +52,14 @@ class Faults:
         kind: str,
         times: int | None = 1,
         rate: float | None = None,
+        seconds: float | None = None,
     ) -> None:
         """Make the next ``times`` calls to ``endpoint`` fail with ``kind``.
 
         With ``rate``, each call fails with that probability (seeded by
         ``FakeIntuit(seed=...)``) until ``times`` calls have failed
         (``times=None``: for ever). ``endpoint="*"`` applies to every endpoint.
+        ``seconds`` is the pause between bytes of a "trickle" (and needed for it).
         """
         if endpoint != "*" and endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; one of {ENDPOINTS}")
@@ -62,14 +68,19 @@ class Faults:
             raise ValueError(f"unknown fault kind {kind!r}; one of {FAULT_KINDS}")
         if rate is not None and not 0 <= rate <= 1:
             raise ValueError("rate must be between 0 and 1")
+        if kind == "trickle":
+            if seconds is None or seconds < 0:
+                raise ValueError('a "trickle" needs seconds=, the pause between bytes (>= 0)')
+        elif seconds is not None:
+            raise ValueError('seconds is for "trickle" only (a "timeout" lasts timeout_seconds)')
         with self._lock:
-            self._faults.setdefault(endpoint, []).append(Fault(kind, times, rate))
+            self._faults.setdefault(endpoint, []).append(Fault(kind, times, rate, seconds))
 
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
 
-    def _take_fault(self, endpoint: str | None) -> str | None:
+    def _take_fault(self, endpoint: str | None) -> Fault | None:
         if endpoint is None:
             return None
         for key in (endpoint, "*"):
@@ -81,7 +92,7 @@ class Faults:
                     rule.times -= 1
                     if rule.times <= 0:
                         rules.remove(rule)
-                return rule.kind
+                return rule
         return None
 
     def _fault_response(self, endpoint: str | None, kind: str, req: Request) -> Response:

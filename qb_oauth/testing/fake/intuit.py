@@ -13,7 +13,7 @@ from .. import pages
 from ..adapter import FakeIntuitAdapter
 from ..adapter import mounted as _mounted
 from ..clock import FakeClock
-from ..errors import DropConnection
+from ..errors import DropConnection, Trickle
 from .accounting import AccountingAPI
 from .authorize import AuthorizeEndpoint
 from .controls import Controls
@@ -203,7 +203,11 @@ class FakeIntuit(
 
     def wsgi_app(self, environ: dict, start_response) -> list[bytes]:
         """The WSGI application serving every endpoint."""
-        return start(self.handle(request_from_environ(environ)), start_response)
+        resp = self.handle(request_from_environ(environ))
+        body = start(resp, start_response)
+        if resp.trickle is not None:
+            return Trickle(body, resp.trickle, self._sleep)
+        return body
 
     def handle(self, req: Request) -> Response:
         """Answer one request: counters, faults, latency, then the endpoint."""
@@ -211,17 +215,20 @@ class FakeIntuit(
         with self._lock:
             self._record(endpoint, req)
             fault = self._take_fault(endpoint)
+        kind = fault.kind if fault else None
         delay = self.latency.get(endpoint, 0) if endpoint else 0
         if delay:
             self._sleep(delay)
-        if fault in ("reset", "timeout"):
-            raise DropConnection(fault, self.timeout_seconds, self._sleep)
-        if fault and not fault.endswith("_after"):
-            return with_tid(self._fault_response(endpoint, fault, req))
+        if kind in ("reset", "timeout"):
+            raise DropConnection(kind, self.timeout_seconds, self._sleep)
+        if kind and not kind.endswith("_after") and kind != "trickle":
+            return with_tid(self._fault_response(endpoint, kind, req))
         with self._lock:
             resp = self._dispatch(endpoint, req)
-        if fault:
-            raise DropConnection(fault.removesuffix("_after"), self.timeout_seconds, self._sleep)
+        if kind == "trickle":
+            resp.trickle = fault.seconds
+        elif kind:
+            raise DropConnection(kind.removesuffix("_after"), self.timeout_seconds, self._sleep)
         return with_tid(resp)
 
     def _sleep(self, seconds: float) -> None:

@@ -47,6 +47,7 @@ class Response:
     status: int
     headers: list[tuple[str, str]]
     body: bytes = b""
+    trickle: float | None = None  # a "trickle" fault: seconds between the answer's bytes
 
 
 def request_from_environ(environ: dict) -> Request:
