@@ -17,7 +17,9 @@ import requests
 
 from . import client
 from .conf import qb_settings
+from .deadline import call_deadline
 from .exceptions import IntuitUnavailable
+from .redact import holds_tokens
 
 if TYPE_CHECKING:
     from .models import QuickBooksConnection
@@ -44,6 +46,7 @@ class QuickBooksSession(requests.Session):
             return path
         return urljoin(self.base_url, path.lstrip("/"))
 
+    @holds_tokens
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         from .tokens import get_access_token, refresh
 
@@ -53,14 +56,23 @@ class QuickBooksSession(requests.Session):
         kwargs.setdefault("timeout", qb_settings.HTTP_TIMEOUT)
         headers = dict(kwargs.pop("headers", None) or {})
 
+        @holds_tokens
         def send(token: str) -> requests.Response:
             headers["Authorization"] = f"Bearer {token}"
-            try:
-                return super(QuickBooksSession, self).request(
-                    method, url, *args, params=params, headers=headers, **kwargs
-                )
-            except requests.RequestException as err:
-                raise client._network_error(err, "Accounting API") from None
+            # HTTP_TIMEOUT bounds the whole call, not only each read (qb_oauth.deadline).
+            with call_deadline(qb_settings.HTTP_TIMEOUT) as deadline:
+                try:
+                    response = super(QuickBooksSession, self).request(
+                        method, url, *args, params=params, headers=headers, **kwargs
+                    )
+                except requests.RequestException as err:
+                    raise client._network_error(
+                        err, "Accounting API", timed_out=deadline.expired
+                    ) from None
+            if deadline.expired:  # the answer was cut short
+                response.close()
+                raise client._timed_out("Accounting API")
+            return response
 
         response = send(get_access_token(self.connection))
         if response.status_code == 401:

@@ -26,18 +26,19 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 from oauthlib.oauth2 import OAuth2Error
-from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 from requests_oauthlib import OAuth2Session
 
 from . import __version__
 from .conf import ENDPOINT_NAMES, INTUIT_ENDPOINTS, qb_settings
+from .deadline import DeadlineAdapter, call_deadline
 from .exceptions import (
     ImproperlyConfigured,
     IntuitError,
     IntuitUnavailable,
     ReauthorizationRequired,
 )
+from .redact import holds_tokens
 
 USER_AGENT = f"qb_oauth/{__version__} python-requests/{requests.__version__}"
 HARD_EXPIRY_HEADER = "x-include-refresh-token-hard-expires-in"
@@ -56,8 +57,8 @@ for _name in ("requests_oauthlib.oauth2_session", "requests_oauthlib.oauth2_auth
         _target.addFilter(_DropSecretDebugRecords())
 
 # One connection pool for every session the client makes: sessions are cheap,
-# TCP and TLS handshakes to Intuit are not.
-_ADAPTER = HTTPAdapter(pool_connections=16, pool_maxsize=64)
+# TCP and TLS handshakes to Intuit are not. Its connections honour call_deadline().
+_ADAPTER = DeadlineAdapter(pool_connections=16, pool_maxsize=64)
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,7 @@ def authorization_url(*, state: str, redirect_uri: str, scopes: list[str] | None
     return url
 
 
+@holds_tokens
 def exchange_code(*, code: str, redirect_uri: str) -> TokenResponse:
     """Exchange an authorization code for tokens (a code works once)."""
     session = oauth_session(redirect_uri=redirect_uri)
@@ -207,6 +209,7 @@ def exchange_code(*, code: str, redirect_uri: str) -> TokenResponse:
     )
 
 
+@holds_tokens
 def refresh_tokens(refresh_token: str) -> TokenResponse:
     """Use ``refresh_token`` once at Intuit's token endpoint.
 
@@ -219,25 +222,29 @@ def refresh_tokens(refresh_token: str) -> TokenResponse:
     )
 
 
+@holds_tokens
 def _token_request(session: OAuth2Session, hook: str, call, **kwargs: Any) -> TokenResponse:
     """One call to the token endpoint through ``session`` (``fetch_token`` or
     ``refresh_token``), its answer checked by a compliance hook before oauthlib parses it."""
     session.register_compliance_hook(hook, _token_hook(session))
-    try:
-        call(
-            endpoints()["token"],
-            auth=_client_auth(),
-            timeout=_timeout(),
-            headers=_token_headers(),
-            **kwargs,
-        )
-    except requests.RequestException as err:
-        raise _network_error(err, "token endpoint") from None
-    except OAuth2Error as err:
-        raise IntuitError(f"Intuit refused the token request: {err.error}.") from None
+    url = endpoints()["token"]
+    with call_deadline(_timeout()) as deadline:
+        try:
+            call(url, auth=_client_auth(), timeout=_timeout(), headers=_token_headers(), **kwargs)
+        except requests.RequestException as err:
+            raise _network_error(err, "token endpoint", timed_out=deadline.expired) from None
+        except (OAuth2Error, IntuitUnavailable) as err:
+            if deadline.expired:  # the answer was cut short: what it said is not an answer
+                raise _timed_out("token endpoint") from None
+            if isinstance(err, IntuitUnavailable):
+                raise
+            raise IntuitError(f"Intuit refused the token request: {err.error}.") from None
+        # A complete answer that parsed is kept even if the deadline passed just after it:
+        # it may hold a rotated refresh token.
     return _token_response(session)
 
 
+@holds_tokens
 def revoke_token(token: str) -> None:
     """Revoke a refresh (or access) token at Intuit: the whole grant ends.
 
@@ -257,6 +264,7 @@ def revoke_token(token: str) -> None:
     raise _unavailable_or_error(response, "revocation endpoint")
 
 
+@holds_tokens
 def userinfo(access_token: str) -> dict[str, Any]:
     """The user's Intuit identity (needs the openid scope)."""
     response = _send(
@@ -270,6 +278,7 @@ def userinfo(access_token: str) -> dict[str, Any]:
     return _json(response, "userinfo")
 
 
+@holds_tokens
 def company_info(access_token: str, realm_id: str, environment: str | None = None) -> dict:
     """The CompanyInfo entity of ``realm_id`` from the Accounting API."""
     url = f"{api_base(environment)}/v3/company/{realm_id}/companyinfo/{realm_id}"
@@ -290,6 +299,7 @@ def company_info(access_token: str, realm_id: str, environment: str | None = Non
     return info
 
 
+@holds_tokens
 def verify_id_token(id_token: str) -> IdentityClaims:
     """Check an id token's RS256 signature against Intuit's JWKS, its issuer and audience."""
     eps = endpoints()
@@ -328,20 +338,33 @@ def _token_headers() -> dict[str, str]:
     }
 
 
+@holds_tokens
 def _send(session: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
-    try:
-        return session.request(method, url, timeout=_timeout(), **kwargs)
-    except requests.RequestException as err:
-        raise _network_error(err, _host(url)) from None
+    """One call, bounded as a whole by ``HTTP_TIMEOUT`` (connect, send, wait and read)."""
+    with call_deadline(_timeout()) as deadline:
+        try:
+            response = session.request(method, url, timeout=_timeout(), **kwargs)
+            response.content  # noqa: B018 - read the body inside the deadline
+        except requests.RequestException as err:
+            raise _network_error(err, _host(url), timed_out=deadline.expired) from None
+    if deadline.expired:  # cut short: none of these answers carries a token to keep
+        raise _timed_out(_host(url))
+    return response
 
 
 def _host(url: str) -> str:
     return urlsplit(url).netloc or url
 
 
-def _network_error(err: requests.RequestException, what: str) -> IntuitUnavailable:
-    if isinstance(err, requests.Timeout):
-        return IntuitUnavailable(f"Timed out talking to Intuit ({what}).")
+def _timed_out(what: str) -> IntuitUnavailable:
+    return IntuitUnavailable(f"Timed out talking to Intuit ({what}).")
+
+
+def _network_error(
+    err: requests.RequestException, what: str, *, timed_out: bool = False
+) -> IntuitUnavailable:
+    if timed_out or isinstance(err, requests.Timeout):
+        return _timed_out(what)
     return IntuitUnavailable(f"Could not reach Intuit ({what}): {type(err).__name__}.")
 
 
@@ -401,6 +424,7 @@ def _unavailable_or_error(response: requests.Response, what: str) -> Exception:
     )
 
 
+@holds_tokens
 def _check_token_response(response: requests.Response) -> requests.Response:
     """Compliance hook: classify the token endpoint's answer before oauthlib parses it."""
     status = response.status_code
@@ -451,6 +475,7 @@ def _is_number(value: Any) -> bool:
     return False
 
 
+@holds_tokens
 def _token_response(session: OAuth2Session) -> TokenResponse:
     token = session.token
     hard = token.get("x_refresh_token_hard_expires_in")
