@@ -14,7 +14,6 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldDoesNotExist, PermissionDenied
-from django.db.models import BooleanField, Case, Value, When
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -120,7 +119,7 @@ class QuickBooksConnectionAdmin(admin.ModelAdmin):
         "last_error_short",
     )
     list_display_links = ("company",)
-    list_filter = ("state", "environment", RefreshExpiringFilter, FailingFilter)
+    list_filter = ("state", "environment", RefreshExpiringFilter, FailingFilter, "client_id")
     list_select_related = ("user",)
     list_per_page = 100
     actions = ("refresh_now", "revoke_and_disconnect", "check_connection")
@@ -135,6 +134,7 @@ class QuickBooksConnectionAdmin(admin.ModelAdmin):
                     "realm_id",
                     "environment",
                     "state_badge",
+                    "client_id",
                     "scopes",
                     "intuit_user_id",
                     "connected_at",
@@ -161,6 +161,7 @@ class QuickBooksConnectionAdmin(admin.ModelAdmin):
                     "last_used_at",
                     "next_attempt_at",
                     "expiry_warning_sent_at",
+                    "disconnect_checked_at",
                 ),
             },
         ),
@@ -169,6 +170,7 @@ class QuickBooksConnectionAdmin(admin.ModelAdmin):
             {
                 "fields": (
                     "consecutive_failures",
+                    "tokens_unreadable_at",
                     "last_error_full",
                     "last_error_at",
                     "last_intuit_tid",
@@ -182,22 +184,7 @@ class QuickBooksConnectionAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         # The tokens are never loaded: presence is a database IS NULL test.
-        return (
-            super()
-            .get_queryset(request)
-            .select_related("user")
-            .defer(*TOKEN_FIELDS)
-            .annotate(
-                **{
-                    f"qb_has_{name}": Case(
-                        When(**{f"{name}__isnull": True}, then=Value(False)),
-                        default=Value(True),
-                        output_field=BooleanField(),
-                    )
-                    for name in TOKEN_FIELDS
-                }
-            )
-        )
+        return super().get_queryset(request).select_related("user").with_token_presence()
 
     def get_search_fields(self, request):
         user_model = get_user_model()
@@ -236,7 +223,15 @@ class QuickBooksConnectionAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("state"), ordering="state")
     def state_badge(self, obj):
-        return _state_badge(obj.state)
+        badge = _state_badge(obj.state)
+        if obj.tokens_unreadable_at is not None and obj.state == ConnectionState.ACTIVE:
+            return format_html(
+                '{} <span class="qb-badge qb-badge-reauth_required" title="{}">{}</span>',
+                badge,
+                _("No key of FERNET_KEYS decrypts its tokens"),
+                _("tokens unreadable"),
+            )
+        return badge
 
     def _expiry(self, obj, value, styled: bool, token: str | None = None):
         if token is not None and not getattr(obj, f"qb_has_{token}", True):

@@ -7,9 +7,11 @@ qb_oauth.E003       an endpoint is not https outside DEBUG (loopback allowed)
 qb_oauth.E004       FERNET_KEYS is malformed (not a non-empty list of strings)
 qb_oauth.E005       the session middleware is missing
 qb_oauth.E006       QB_OAUTH is not a dict, or has unknown keys or bad values
+qb_oauth.E007       REFRESH_LEASE_TTL does not outlast the longest refresh (3 x HTTP_TIMEOUT)
 qb_oauth.W001       FERNET_KEYS is not set: tokens would be encrypted with SECRET_KEY
 qb_oauth.W002       django_q is not installed: nothing refreshes connections on schedule
 qb_oauth.W003       REDIRECT_URI is not https outside DEBUG
+qb_oauth.W004       stored connections were made with another Intuit app's client id
 ==================  ===========================================================
 """
 
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from .conf import DEFAULTS, ENDPOINT_NAMES, ENVIRONMENTS, qb_settings
+from .conf import CALLS_UNDER_LEASE, DEFAULTS, ENDPOINT_NAMES, ENVIRONMENTS, qb_settings
 
 #: Settings that must be positive numbers (seconds or a timedelta, or counts).
 NUMERIC_KEYS = (
@@ -37,6 +39,7 @@ NUMERIC_KEYS = (
     "EXPIRY_WARNING_WINDOW",
     "MINOR_VERSION",
     "REFRESH_LEASE_TTL",
+    "DISCONNECT_CHECK_INTERVAL",
 )
 
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -150,7 +153,74 @@ def check_settings(app_configs=None, **kwargs):
                     id="qb_oauth.E006",
                 )
             )
+    if not errors:
+        errors.extend(_check_lease_outlasts_calls())
     return errors
+
+
+#: Slack for the database work a refresh does while it holds the lease.
+LEASE_SLACK = 5.0
+
+
+def _check_lease_outlasts_calls():
+    ttl, timeout = qb_settings.REFRESH_LEASE_TTL, qb_settings.HTTP_TIMEOUT
+    longest = CALLS_UNDER_LEASE * timeout + LEASE_SLACK
+    if ttl > longest:
+        return []
+    return [
+        Error(
+            f"QB_OAUTH['REFRESH_LEASE_TTL'] ({ttl:g} s) does not outlast the longest refresh: "
+            f"{CALLS_UNDER_LEASE} calls to Intuit of up to HTTP_TIMEOUT ({timeout:g} s) each, "
+            f"plus {LEASE_SLACK:g} s.",
+            hint=f"Set REFRESH_LEASE_TTL above {longest:g} s, or leave it unset (default "
+            "HTTP_TIMEOUT x 6 + 30 s). A lease that ends while its holder still waits for "
+            "Intuit lets a second worker refresh with the same token.",
+            id="qb_oauth.E007",
+        )
+    ]
+
+
+@register(Tags.database, "qb_oauth")
+def check_stored_client_ids(app_configs=None, databases=None, **kwargs):
+    """Connections made with another Intuit app's keys are never refreshed with these."""
+    if not databases:
+        return []  # runs with `migrate` and `check --database`, like Django's own DB checks
+    from django.db import DatabaseError
+
+    from .models import QuickBooksConnection
+
+    configured = qb_settings.CLIENT_ID or ""
+    warnings = []
+    for alias in databases:
+        try:
+            others = list(
+                QuickBooksConnection.objects.using(alias)
+                .exclude(client_id="")
+                .exclude(client_id=configured)
+                .values_list("client_id", flat=True)
+                .distinct()[:5]
+            )
+        except DatabaseError:  # the table does not exist yet (before the first migrate)
+            continue
+        if others:
+            count = (
+                QuickBooksConnection.objects.using(alias)
+                .exclude(client_id="")
+                .exclude(client_id=configured)
+                .count()
+            )
+            warnings.append(
+                Warning(
+                    f"{count} QuickBooks connection(s) in database '{alias}' were made with "
+                    f"another Intuit app's keys (client id {', '.join(others)}); this site is "
+                    f"configured with {configured or '(none)'}.",
+                    hint="They are neither refreshed nor revoked with these keys, and nothing "
+                    "marks them lost. Put the keys of the app that made them back in "
+                    "QB_OAUTH, or have their users reconnect with the new app.",
+                    id="qb_oauth.W004",
+                )
+            )
+    return warnings
 
 
 @register(Tags.security, "qb_oauth")

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "EXPIRY_WARNING_WINDOW": 30 * 86400,
     "MINOR_VERSION": 75,
     "REFRESH_LEASE_TTL": None,
+    "DISCONNECT_CHECK_INTERVAL": 300,
 }
 
 ENVIRONMENTS = ("sandbox", "production")
@@ -177,5 +178,16 @@ class QBSettings:
             return self.HTTP_TIMEOUT * 6 + 30
         return _seconds(value)
 
+
+    @property
+    def DISCONNECT_CHECK_INTERVAL(self) -> float:  # noqa: N802
+        """How long one check of Intuit's Disconnect URL answers later visits for the same
+        connection: a forged link visited again and again costs one refresh per interval."""
+        return _seconds(self.get("DISCONNECT_CHECK_INTERVAL"))
+
+
+#: The most calls to Intuit a refresh makes while it holds the lease: the discovery
+#: document (when not cached yet), the refresh, and its one retry with a newer token.
+CALLS_UNDER_LEASE = 3
 
 qb_settings = QBSettings()

@@ -32,6 +32,12 @@ class ReauthorizationRequired(QuickBooksError):
     """Intuit refused the grant (``invalid_grant``): only the user can fix it by reconnecting."""
 
 
+class TokensUnreadable(ReauthorizationRequired):
+    """No key of ``FERNET_KEYS`` decrypts this connection's stored tokens (a lost key, or
+    corrupt data). The row is flagged and reported; only a reconnect (or restoring the
+    key) makes it work again."""
+
+
 class IntuitUnavailable(QuickBooksError):
     """Intuit could not be reached or answered with an outage (network, timeout, 5xx, 429,
     a malformed answer). Nothing stored was changed; try again later."""
@@ -40,6 +46,12 @@ class IntuitUnavailable(QuickBooksError):
 class IntuitError(QuickBooksError):
     """Intuit answered with an error that is neither an outage nor ``invalid_grant``
     (``invalid_client``, ``invalid_request``, a 4xx from the API)."""
+
+
+class CredentialsMismatch(IntuitError):
+    """The connection's tokens were issued to another environment or another Intuit app
+    (client id) than the keys this site is configured with: they are neither refreshed nor
+    revoked with these keys, and the connection's state is left as it is."""
 
 
 class RealmMismatch(IntuitError):
@@ -54,6 +66,12 @@ class InvalidState(QuickBooksError, SuspiciousOperation):
 
 class ImproperlyConfigured(QuickBooksError, DjangoImproperlyConfigured):
     """qb_oauth's settings are incomplete or wrong (the system checks name which)."""
+
+
+class TokensNotSaved(QuickBooksError):
+    """Intuit answered, but the database refused to store the tokens for longer than the
+    refresh lease allowed. The answer is kept in memory and written as soon as the database
+    accepts it, for as long as the process lives (docs/reliability.md)."""
 
 
 class ConnectionNotActive(QuickBooksError):

@@ -10,15 +10,20 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import BooleanField, Case, Q, Value, When
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-from fernet_fields import EncryptedTextField
+
+from .fields import TokenField
 
 
 class Environment(models.TextChoices):
     SANDBOX = "sandbox", _("Sandbox")
     PRODUCTION = "production", _("Production")
+
+
+#: The encrypted columns: never loaded where a page only lists connections.
+TOKEN_COLUMNS = ("access_token", "refresh_token", "id_token")
 
 
 class ConnectionState(models.TextChoices):
@@ -36,6 +41,25 @@ class QuickBooksConnectionQuerySet(models.QuerySet):
 
     def failing(self):
         return self.filter(consecutive_failures__gt=0)
+
+    def for_client_id(self, client_id: str | None):
+        """Connections whose tokens the Intuit app ``client_id`` may use (rows made before
+        the client id was recorded count as the configured app's)."""
+        return self.filter(Q(client_id="") | Q(client_id=client_id or ""))
+
+    def with_token_presence(self):
+        """Defer the token columns and annotate ``qb_has_<column>`` (a database ``IS NULL``
+        test): whether a token is stored, without decrypting one."""
+        return self.defer(*TOKEN_COLUMNS).annotate(
+            **{
+                f"qb_has_{name}": Case(
+                    When(**{f"{name}__isnull": True}, then=Value(False)),
+                    default=Value(True),
+                    output_field=BooleanField(),
+                )
+                for name in TOKEN_COLUMNS
+            }
+        )
 
     def refresh_expiring_within(self, seconds: float, now=None):
         """Connections whose refresh token (rolling or hard) ends within ``seconds``."""
@@ -57,11 +81,17 @@ class QuickBooksConnectionQuerySet(models.QuerySet):
         expiring_and_used = Q(access_token_expires_at__lte=margin) & Q(last_used_at__gte=recent)
         stale = Q(last_refreshed_at__lte=keepalive) | Q(last_refreshed_at__isnull=True)
         not_backing_off = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+        return self.refreshable().filter(expiring_and_used | stale).filter(not_backing_off)
+
+    def refreshable(self):
+        """Active connections whose tokens this site's keys may use: the configured
+        environment and Intuit app (client id). Others are never refreshed or marked lost."""
+        from .conf import qb_settings
+
         return (
             self.active()
             .filter(environment=qb_settings.ENVIRONMENT)
-            .filter(expiring_and_used | stale)
-            .filter(not_backing_off)
+            .for_client_id(qb_settings.CLIENT_ID)
         )
 
 
@@ -98,9 +128,29 @@ class QuickBooksConnection(models.Model):
         help_text=_("The `sub` of the id token, when the openid scope was granted."),
     )
 
-    access_token = EncryptedTextField(_("access token"), null=True, blank=True, editable=False)
-    refresh_token = EncryptedTextField(_("refresh token"), null=True, blank=True, editable=False)
-    id_token = EncryptedTextField(_("id token"), null=True, blank=True, editable=False)
+    client_id = models.CharField(
+        _("Intuit app (client id)"),
+        max_length=255,
+        blank=True,
+        help_text=_(
+            "The client id of the Intuit app whose keys issued these tokens: only that app "
+            "can refresh or revoke them. Empty for rows made before it was recorded."
+        ),
+    )
+
+    access_token = TokenField(_("access token"), null=True, blank=True, editable=False)
+    refresh_token = TokenField(_("refresh token"), null=True, blank=True, editable=False)
+    id_token = TokenField(_("id token"), null=True, blank=True, editable=False)
+    tokens_unreadable_at = models.DateTimeField(
+        _("tokens unreadable since"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "Set when no key of FERNET_KEYS decrypts this row's tokens (a lost key, or "
+            "corrupt data): the user must reconnect, unless the key is restored."
+        ),
+    )
     access_token_expires_at = models.DateTimeField(_("access token expires"), null=True, blank=True)
     refresh_token_expires_at = models.DateTimeField(
         _("refresh token expires"),
@@ -144,6 +194,16 @@ class QuickBooksConnection(models.Model):
     )
     expiry_warning_sent_at = models.DateTimeField(
         _("expiry warning sent"), null=True, blank=True, editable=False
+    )
+    disconnect_checked_at = models.DateTimeField(
+        _("Disconnect URL checked"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "When a visit of Intuit's Disconnect URL last asked Intuit whether the grant is "
+            "alive: later visits within DISCONNECT_CHECK_INTERVAL answer from that check."
+        ),
     )
 
     refresh_lease_owner = models.CharField(max_length=64, blank=True, editable=False)
@@ -189,10 +249,26 @@ class QuickBooksConnection(models.Model):
 
     @property
     def needs_reconnect(self) -> bool:
-        return self.state == ConnectionState.REAUTH_REQUIRED
+        """Only the user can make it work again: Intuit refused the grant, or no key of
+        ``FERNET_KEYS`` opens its tokens."""
+        return self.state == ConnectionState.REAUTH_REQUIRED or (
+            self.state == ConnectionState.ACTIVE and self.tokens_unreadable_at is not None
+        )
+
+    @property
+    def shown_state(self) -> str:
+        """The state its user is shown: one whose tokens no key opens needs reconnecting."""
+        return ConnectionState.REAUTH_REQUIRED if self.needs_reconnect else self.state
+
+    @property
+    def shown_state_label(self) -> str:
+        return ConnectionState(self.shown_state).label
 
     @property
     def has_tokens(self) -> bool:
+        annotated = getattr(self, "qb_has_refresh_token", None)
+        if annotated is not None:  # QuickBooksConnectionQuerySet.with_token_presence()
+            return bool(annotated)
         return bool(self.refresh_token)
 
     def access_token_expired(self, margin: float = 0, now=None) -> bool:
@@ -228,6 +304,7 @@ class EventKind(models.TextChoices):
     EXPIRY_WARNING = "expiry_warning", _("Refresh token expiring")
     CHECKED = "checked", _("Connection checked")
     CHECK_FAILED = "check_failed", _("Connection check failed")
+    TOKENS_UNREADABLE = "tokens_unreadable", _("Tokens cannot be decrypted")
 
 
 class ConnectionEvent(models.Model):

@@ -99,8 +99,9 @@ from .exceptions import (
     IntuitUnavailable,
     QuickBooksError,
     ReauthorizationRequired,
+    TokensUnreadable,
 )
-from .models import ConnectionState, EventKind, QuickBooksConnection, SweepRun
+from .models import TOKEN_COLUMNS, ConnectionState, EventKind, QuickBooksConnection, SweepRun
 
 logger = logging.getLogger("qb_oauth.tasks")
 
@@ -317,6 +318,8 @@ def _as_instance(candidate: Candidate) -> QuickBooksConnection:
 def _refresh(conn: QuickBooksConnection, version: int, claim: datetime | None) -> str:
     try:
         tokens.refresh(conn, force=True)
+    except TokensUnreadable:
+        return FAILED_OTHER  # flagged, reported and backing off (tokens.refresh did it)
     except ReauthorizationRequired:
         if conn.state == ConnectionState.REAUTH_REQUIRED:
             return REAUTH_REQUIRED
@@ -608,7 +611,7 @@ def _candidates_query(mode: str, connection_id: int | None, now: datetime):
     # Connections of the other environment hold tokens of the other keys: never refreshed here.
     if mode == "due":
         return _qs().due(now)
-    mine = _qs().active().filter(environment=qb_settings.ENVIRONMENT)
+    mine = _qs().refreshable()
     if mode == "all":
         return mine
     return mine.filter(pk=connection_id)
@@ -679,13 +682,7 @@ def send_expiry_warnings(now: datetime | None = None) -> int:
         refresh_token_expires_at__gt=now,
         refresh_token_expires_at__lte=limit,
     )
-    query = (
-        _qs()
-        .active()
-        .filter(environment=qb_settings.ENVIRONMENT)
-        .filter(hard | rolling)
-        .filter(not_warned)
-    )
+    query = _qs().refreshable().filter(hard | rolling).filter(not_warned)
     sent = 0
     for pks in iter_pks(query, qb_settings.SWEEP_CHUNK_SIZE):
         rows = query.filter(pk__in=pks).values(
@@ -707,17 +704,17 @@ def send_expiry_warnings(now: datetime | None = None) -> int:
                     .update(expiry_warning_sent_at=now)
                 ):
                     continue  # another sweep warned it a moment ago
-                connection = _qs().get(pk=row["pk"])
+                # No token is needed to warn, and one row that no key opens must not
+                # stop the warnings of the others.
+                connection = _qs().defer(*TOKEN_COLUMNS).get(pk=row["pk"])
                 tokens.record_event(
                     connection,
                     EventKind.EXPIRY_WARNING,
                     f"The refresh token's {kind} expiry is {expires_at:%Y-%m-%d %H:%M} UTC: "
                     "the user should reconnect before then.",
                 )
-                transaction.on_commit(
-                    lambda c=connection, e=expires_at, k=kind: signals.refresh_token_expiring.send(
-                        sender=QuickBooksConnection, connection=c, expires_at=e, kind=k
-                    )
+                tokens._send_on_commit(
+                    signals.refresh_token_expiring, connection, expires_at=expires_at, kind=kind
                 )
             sent += 1
     return sent

@@ -34,10 +34,12 @@ from . import client, state, tokens
 from .conf import qb_settings
 from .exceptions import (
     ConnectionNotActive,
+    CredentialsMismatch,
     IntuitUnavailable,
     QuickBooksError,
     RealmMismatch,
     ReauthorizationRequired,
+    TokensNotSaved,
 )
 from .models import ConnectionState, QuickBooksConnection
 
@@ -129,8 +131,11 @@ def _company(connection: QuickBooksConnection) -> str:
 @require_safe
 def connections(request: HttpRequest) -> HttpResponse:
     """The signed-in user's QuickBooks companies, with Connect, Reconnect and Disconnect."""
-    items = QuickBooksConnection.objects.for_user(request.user).order_by(
-        "company_name", "realm_id", "environment"
+    # No token is decrypted to draw the page: one row that no key opens breaks only itself.
+    items = (
+        QuickBooksConnection.objects.for_user(request.user)
+        .with_token_presence()
+        .order_by("company_name", "realm_id", "environment")
     )
     return render(
         request,
@@ -356,6 +361,16 @@ _CONNECT_FAILURES = (
         ),
     ),
     (
+        TokensNotSaved,
+        "not_saved",
+        503,
+        gettext_lazy("The connection couldn't be saved"),
+        gettext_lazy(
+            "QuickBooks accepted the connection, but this site couldn't save it. Nothing was "
+            "changed. Please try connecting again in a few minutes."
+        ),
+    ),
+    (
         RealmMismatch,
         "realm_mismatch",
         400,
@@ -396,7 +411,9 @@ def _printable(value: str | None, limit: int = 64) -> str:
 @require_http_methods(["GET", "POST"])
 def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
     """GET: the confirmation page. POST: revoke at Intuit, drop the tokens (owner only)."""
-    connection = get_object_or_404(QuickBooksConnection, pk=pk, user=request.user)
+    connection = get_object_or_404(
+        QuickBooksConnection.objects.with_token_presence(), pk=pk, user=request.user
+    )
     next_url = _safe_next(request, request.POST.get("next")) or _connections_url()
     if request.method == "GET":
         return render(request, "qb_oauth/disconnect_confirm.html", {"connection": connection})
@@ -413,6 +430,17 @@ def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
             text = _(
                 "We couldn't reach QuickBooks, so %(company)s is still connected and nothing "
                 "was changed. Please try again in a few minutes."
+            )
+        elif isinstance(err, TokensNotSaved):
+            text = _(
+                "QuickBooks ended the connection to %(company)s, but this site couldn't save "
+                "the change yet. It will be saved shortly; nothing is lost."
+            )
+        elif isinstance(err, CredentialsMismatch):
+            text = _(
+                "%(company)s was connected through another QuickBooks app than the one this "
+                "site uses now, so it can't be disconnected from here. Remove the app inside "
+                "QuickBooks instead, or ask the site's administrators."
             )
         else:
             text = _(
@@ -446,9 +474,9 @@ def intuit_disconnect(request: HttpRequest) -> HttpResponse:
     found = []
     if _valid_realm(realm_id):
         found = list(
-            QuickBooksConnection.objects.for_user(request.user).filter(
-                realm_id=realm_id, environment=environment
-            )
+            QuickBooksConnection.objects.for_user(request.user)
+            .with_token_presence()
+            .filter(realm_id=realm_id, environment=environment)
         )
     if not found:
         return render(

@@ -609,7 +609,7 @@ def test_revoke_button_intuit_unavailable_keeps_the_tokens(admin_user_client, fl
 
 
 def test_revoke_action_confirms_then_revokes_many(admin_user_client, fleet, fake_intuit):
-    chosen = [fleet[n] for n in ("healthy", "expiring")]
+    chosen = [fleet[n] for n in ("healthy", "failing")]
     data = {"action": "revoke_and_disconnect", "_selected_action": [c.pk for c in chosen]}
     confirm = admin_user_client.post(reverse(CHANGELIST), data)
     assert confirm.status_code == 200
@@ -631,6 +631,24 @@ def test_revoke_action_confirms_then_revokes_many(admin_user_client, fleet, fake
         )
     ) == {ConnectionState.DISCONNECTED}
     assert_no_tokens(response, fake_intuit)
+
+
+def test_revoke_action_leaves_a_connection_of_other_keys_alone(admin_user_client, fleet):
+    # "expiring" belongs to the production environment; this site has sandbox keys, which
+    # cannot revoke it at Intuit: it is reported and kept, tokens and state unchanged.
+    other = fleet["expiring"]
+    before = QuickBooksConnection.objects.get(pk=other.pk)
+    data = {"action": "revoke_and_disconnect", "_selected_action": [other.pk], "post": "yes"}
+    response = admin_user_client.post(reverse(CHANGELIST), data, follow=True)
+    text = "\n".join(messages_of(response))
+    assert "not disconnected, the tokens are kept" in text
+    assert "production environment" in text
+    after = QuickBooksConnection.objects.get(pk=other.pk)
+    assert (after.state, after.refresh_token, after.token_version) == (
+        before.state,
+        before.refresh_token,
+        before.token_version,
+    )
 
 
 def test_custom_urls_refuse_get_where_a_post_is_needed(admin_user_client, fleet):

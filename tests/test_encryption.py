@@ -1,10 +1,12 @@
 """Tokens are encrypted at rest, and keys can be rotated."""
 
 import pytest
-from cryptography.fernet import InvalidToken
+from cryptography.fernet import Fernet, InvalidToken
 from django.core.management import call_command
 from django.db import connection as db_connection
+from fernet_fields import hkdf
 
+from qb_oauth.fields import is_unreadable
 from qb_oauth.models import QuickBooksConnection
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -64,7 +66,14 @@ def test_key_rotation_reencrypts_with_the_first_key(fake_intuit, user, connect_r
     clear_field_key_cache()
     assert QuickBooksConnection.objects.get(pk=conn.pk).refresh_token == conn.refresh_token
 
+    # A key that no longer opens the row: it still loads (one bad row breaks only itself),
+    # each token as an UnreadableToken, and a save writes the ciphertext back unchanged.
     keys.FERNET_KEYS = ["old-key"]
     clear_field_key_cache()
     with pytest.raises(InvalidToken):
-        QuickBooksConnection.objects.get(pk=conn.pk)
+        Fernet(hkdf.derive_fernet_key("old-key")).decrypt(bytes(new_raw[1]))
+    row = QuickBooksConnection.objects.get(pk=conn.pk)
+    assert is_unreadable(row.access_token) and is_unreadable(row.refresh_token)
+    assert row.id_token is None or is_unreadable(row.id_token)
+    row.save()
+    assert raw_columns(conn.pk) == new_raw

@@ -230,6 +230,8 @@ def test_invalid_grant_after_another_process_rotated_is_not_reauth(
     """Another process stored a newer refresh token while we held an old one: use it."""
     conn = connect_realm(user)
     old_rt = conn.refresh_token
+    # Our worker read the row (and would hold a lease) before the other process stored.
+    row = QuickBooksConnection.objects.get(pk=conn.pk)
     # "Another process" rotates: the fake issues a new refresh token which is stored.
     fake_intuit.clock.advance(86400 + 60)
     other = QuickBooksConnection.objects.get(pk=conn.pk)
@@ -242,9 +244,8 @@ def test_invalid_grant_after_another_process_rotated_is_not_reauth(
 
     with pytest.raises(ReauthorizationRequired):
         client.refresh_tokens(old_rt)
-    row = QuickBooksConnection.objects.get(pk=conn.pk)
-    row.refresh_token = old_rt
-    tokens._refresh_holding_lease(conn, row, owner="x")
+    assert row.refresh_token == old_rt
+    tokens._refresh_holding_lease(conn, row, tokens._Lease("x", True))
     stored = QuickBooksConnection.objects.get(pk=conn.pk)
     assert stored.state == ConnectionState.ACTIVE
     assert stored.refresh_token == fake_intuit.current_refresh_token(conn.realm_id)
@@ -297,6 +298,13 @@ def test_disconnected_at_intuit_is_checked_before_dropping(fake_intuit, user, co
     assert tokens.disconnected_at_intuit(conn) is False
     assert QuickBooksConnection.objects.get(pk=conn.pk).state == ConnectionState.ACTIVE
     fake_intuit.revoke_grant(conn.realm_id)
+    # Within DISCONNECT_CHECK_INTERVAL a visit answers from the last check, without Intuit.
+    refreshes = fake_intuit.counts["token.refresh_token"]
+    assert tokens.disconnected_at_intuit(conn) is False
+    assert fake_intuit.counts["token.refresh_token"] == refreshes
+    QuickBooksConnection.objects.filter(pk=conn.pk).update(
+        disconnect_checked_at=timezone.now() - timedelta(minutes=6)
+    )
     assert tokens.disconnected_at_intuit(conn) is True
     stored = QuickBooksConnection.objects.get(pk=conn.pk)
     assert stored.state == ConnectionState.DISCONNECTED and stored.refresh_token is None
@@ -349,7 +357,7 @@ def test_a_late_refresh_answer_does_not_overwrite_a_reconnect(fake_intuit, user,
     stale_row = QuickBooksConnection.objects.get(pk=conn.pk)
     reconnected = connect_realm(user)  # the user reconnects: new grant, token_version bumped
     assert reconnected.pk == conn.pk
-    tokens._refresh_holding_lease(conn, stale_row, owner="lease-ran-out")
+    tokens._refresh_holding_lease(conn, stale_row, tokens._Lease("lease-ran-out", True))
     stored = QuickBooksConnection.objects.get(pk=conn.pk)
     assert stored.refresh_token == reconnected.refresh_token
     assert conn.refresh_token == reconnected.refresh_token  # the caller got the stored tokens
@@ -527,7 +535,7 @@ def test_invalid_grant_is_not_marked_when_newer_tokens_were_stored(
     old_version = conn.token_version
     connect_realm(user)  # a reconnect stores a new grant: token_version moves on
     err = ReauthorizationRequired("Intuit refused the grant (invalid_grant).")
-    assert tokens._mark_reauth_required(conn, old_version, err) is False
+    assert tokens._mark_reauth_required(conn, old_version, err, owner="x") is False
     stored = QuickBooksConnection.objects.get(pk=conn.pk)
     assert stored.state == ConnectionState.ACTIVE
     assert not stored.events.filter(kind=EventKind.REAUTH_REQUIRED).exists()

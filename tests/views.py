@@ -26,3 +26,22 @@ def e2e_company(request, pk):
         "<!DOCTYPE html><html lang='en'><head><title>Company</title></head><body>"
         f'<h1 id="company">{escape(info.get("CompanyName", ""))}</h1></body></html>'
     )
+
+
+@login_required
+def refresh_now(request, pk):
+    """A forced refresh whose failures are left to Django's error handling (500 page)."""
+    from qb_oauth import tokens
+
+    connection = get_object_or_404(QuickBooksConnection, pk=pk, user=request.user)
+    tokens.refresh(connection, force=True)
+    return HttpResponse("refreshed")
+
+
+@login_required
+def api_call(request, pk):
+    """An Accounting API call whose failures are left to Django's error handling."""
+    connection = get_object_or_404(QuickBooksConnection, pk=pk, user=request.user)
+    with connection.api_session() as session:
+        response = session.get(f"companyinfo/{connection.realm_id}")
+    return HttpResponse(str(response.status_code))

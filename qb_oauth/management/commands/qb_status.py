@@ -33,6 +33,8 @@ FIELDS = (
     "consecutive_failures",
     "last_error",
     "last_error_at",
+    "client_id",
+    "tokens_unreadable_at",
 )
 
 #: (header, key) of the table's columns.
@@ -136,6 +138,7 @@ class Command(BaseCommand):
             value = row[key]
             out[key] = value.isoformat() if hasattr(value, "isoformat") else value
         out["state_label"] = str(ConnectionState(row["state"]).label)
+        out["tokens_unreadable"] = row["tokens_unreadable_at"] is not None
         out["access_token_stored"] = row["access_token_stored"]
         out["refresh_token_stored"] = row["refresh_token_stored"]
         return out
@@ -146,6 +149,8 @@ class Command(BaseCommand):
             return "-"  # the token is gone: its old expiry means nothing
         if key.endswith("_at"):
             return ago_text(value, now) or "-"
+        if key == "state" and row["tokens_unreadable_at"] and value == ConnectionState.ACTIVE:
+            return "tokens_unreadable"  # no key of FERNET_KEYS opens them: reconnect
         if key == "last_error":
             return _short(value, ERROR_WIDTH) or "-"
         if key == "company_name":
