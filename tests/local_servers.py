@@ -52,7 +52,9 @@ class RecordingServer:
                 pass
 
         self._httpd = ThreadingHTTPServer((self.host, 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def port(self) -> int:
