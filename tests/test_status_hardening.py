@@ -18,8 +18,9 @@ pytestmark = pytest.mark.django_db
 CHANGELIST = "admin:qb_oauth_quickbooksconnection_changelist"
 
 #: What an Intuit-supplied string could hold: a title-setting OSC sequence, a CSI clear
-#: screen, a bare C1 CSI (0x9B), BEL, DEL, NUL, and tabs and newlines.
-HOSTILE_NAME = "Evil\x1b]0;pwned\x07 Corp\x1b[2J\x9b31m\x7f\x00\tLtd\nUK"
+#: screen, a bare C1 CSI (0x9B), BEL, DEL, and tabs and newlines (not NUL: PostgreSQL
+#: stores no NUL in text, so no stored name holds one; the helper's own test has it).
+HOSTILE_NAME = "Evil\x1b]0;pwned\x07 Corp\x1b[2J\x9b31m\x7f\x01\tLtd\nUK"
 HOSTILE_ERROR = "Intuit said \x1b[1;31mNO\x1b[0m\r\x08\x08\x08 okay\x85really"
 #: Every C0 control, DEL and every C1 control.
 CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
