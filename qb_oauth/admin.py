@@ -11,6 +11,7 @@ records an event naming the admin.
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldDoesNotExist, PermissionDenied
@@ -30,7 +31,14 @@ from .exceptions import (
     QuickBooksError,
     ReauthorizationRequired,
 )
-from .models import ConnectionEvent, ConnectionState, EventKind, QuickBooksConnection, SweepRun
+from .models import (
+    ConnectionEvent,
+    ConnectionState,
+    EventKind,
+    QuickBooksConnection,
+    SweepRun,
+    expiry_window_seconds,
+)
 from .templatetags.qb_oauth_admin import (
     DANGER_WINDOW,
     ago_text,
@@ -77,11 +85,12 @@ class RefreshExpiringFilter(admin.SimpleListFilter):
         if not value:
             return queryset
         try:
-            days = int(value)
-        except ValueError:
-            return queryset.none()
+            seconds = expiry_window_seconds(value)
+        except ValueError as err:
+            # The changelist answers this with its standard "?e=1" page, not a 500.
+            raise IncorrectLookupParameters(f"refresh_expiring: {err}") from None
         # Only live refresh tokens: a disconnected connection keeps its old expiry dates.
-        return queryset.refresh_expiring_within(days * 86400).filter(refresh_token__isnull=False)
+        return queryset.refresh_expiring_within(seconds).filter(refresh_token__isnull=False)
 
 
 class FailingFilter(admin.SimpleListFilter):

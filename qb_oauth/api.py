@@ -6,14 +6,22 @@
 ``minorversion``, attaches a valid access token (:func:`get_access_token`:
 refreshed only when it is nearly expired), and after a 401 forces one
 refresh (single-flight) and retries the request once.
+
+The token goes to the Accounting API's origin only (scheme, host and port of
+``client.api_base``, compared case-insensitively, default ports normalised). A URL
+that resolves anywhere else is a programming error: ``ValueError``, before
+anything is sent and before any token is read. A redirect to another host or
+port carries no token (``requests`` drops ``Authorization`` then), and a 401
+from anywhere but the API forces no refresh.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
+from urllib3.util import parse_url
 
 from . import client
 from .conf import qb_settings
@@ -23,6 +31,40 @@ from .redact import holds_tokens
 
 if TYPE_CHECKING:
     from .models import QuickBooksConnection
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+#: (scheme, host, port): where a request goes.
+_Origin = tuple[str, str, int | None]
+
+
+def _origin(url: str) -> _Origin:
+    """Where ``requests`` would send ``url``: its scheme, host and port, normalised.
+
+    The URL is first prepared as ``requests`` prepares it (IDNA, lower case), then
+    read by urllib3's parser, the one its connection pool uses: the raw
+    ``http://a\\@b/`` is host ``a`` to requests and ``b`` to ``urlsplit``, so the raw
+    URL proves nothing. Should ``urlsplit`` still disagree, the host matches nothing.
+    """
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, None)  # MissingSchema, InvalidURL: ValueErrors too
+    parsed = parse_url(prepared.url)
+    scheme = (parsed.scheme or "").lower()
+    host = (parsed.host or "").lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if (urlsplit(prepared.url).hostname or "") != host:
+        host = ""
+    port = parsed.port if parsed.port is not None else _DEFAULT_PORTS.get(scheme)
+    return scheme, host, port
+
+
+def _shown(where: _Origin) -> str:
+    scheme, host, port = where
+    host = f"[{host}]" if ":" in host else host
+    default = _DEFAULT_PORTS.get(scheme)
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
 
 
 class QuickBooksSession(requests.Session):
@@ -36,21 +78,44 @@ class QuickBooksSession(requests.Session):
         self.base_url = (
             f"{client.api_base(connection.environment)}/v3/company/{connection.realm_id}/"
         )
+        #: The only origin that ever receives the connection's token.
+        self.api_origin = _origin(self.base_url)
         self.headers["Accept"] = "application/json"
 
     def __repr__(self) -> str:
         return f"<QuickBooksSession realm_id={self.connection.realm_id!r}>"
 
     def url_for(self, path: str) -> str:
-        if path.startswith(("http://", "https://")):
-            return path
-        return urljoin(self.base_url, path.lstrip("/"))
+        """The absolute URL of ``path``: relative to the realm (``"companyinfo/1"`` and
+        ``"/companyinfo/1"`` alike), or an absolute URL on the Accounting API.
+
+        Raises ``ValueError`` for a URL that resolves to another scheme, host or port
+        (``https://elsewhere/``, ``//elsewhere/``): the token goes to the API only.
+        """
+        parts = urlsplit(path)
+        if parts.scheme or parts.netloc:
+            url = urljoin(self.base_url, path)
+        else:
+            url = urljoin(self.base_url, path.lstrip("/"))
+        where = _origin(url)
+        if where != self.api_origin:
+            raise ValueError(
+                f"The QuickBooks API session sends the connection's token only to "
+                f"{_shown(self.api_origin)}; refused a request to {_shown(where)}."
+            )
+        return url
+
+    def _from_api(self, response: requests.Response) -> bool:
+        try:
+            return _origin(response.url) == self.api_origin
+        except ValueError:
+            return False
 
     @holds_tokens
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         from .tokens import get_access_token, refresh
 
-        url = self.url_for(url)
+        url = self.url_for(url)  # before any token is read: ValueError for another origin
         params = dict(kwargs.pop("params", None) or {})
         params.setdefault("minorversion", qb_settings.MINOR_VERSION)
         kwargs.setdefault("timeout", qb_settings.HTTP_TIMEOUT)
@@ -75,8 +140,9 @@ class QuickBooksSession(requests.Session):
             return response
 
         response = send(get_access_token(self.connection))
-        if response.status_code == 401:
-            # The token was refused (expired early, or revoked): refresh once.
+        if response.status_code == 401 and self._from_api(response):
+            # Intuit refused the token (expired early, or revoked): refresh once. A 401
+            # from wherever a redirect led is that host's business, not Intuit's.
             response.close()
             refresh(self.connection, force=True, actor=self.actor)
             response = send(self.connection.access_token)

@@ -3,7 +3,7 @@
 ==================  ===========================================================
 qb_oauth.E001       CLIENT_ID or CLIENT_SECRET missing
 qb_oauth.E002       ENVIRONMENT is neither "sandbox" nor "production"
-qb_oauth.E003       an endpoint is not https outside DEBUG (loopback allowed)
+qb_oauth.E003       an endpoint is not https (plain http to loopback allowed), DEBUG or not
 qb_oauth.E004       FERNET_KEYS is malformed (not a non-empty list of strings)
 qb_oauth.E005       the session middleware is missing
 qb_oauth.E006       QB_OAUTH is not a dict, or has unknown keys or bad values
@@ -17,11 +17,10 @@ qb_oauth.W004       stored connections were made with another Intuit app's clien
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
+from . import transport
 from .conf import CALLS_UNDER_LEASE, DEFAULTS, ENDPOINT_NAMES, ENVIRONMENTS, qb_settings
 
 #: Settings that must be positive numbers (seconds or a timedelta, or counts).
@@ -42,16 +41,9 @@ NUMERIC_KEYS = (
     "DISCONNECT_CHECK_INTERVAL",
 )
 
-LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
-
-
-def _is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    return host in LOOPBACK_HOSTS or host.startswith("127.") or host.endswith(".localhost")
-
 
 def _insecure(url: str) -> bool:
-    return urlsplit(url).scheme != "https" and not _is_loopback(url)
+    return not transport.is_allowed(url)
 
 
 @register(Tags.security, "qb_oauth")
@@ -113,20 +105,25 @@ def check_settings(app_configs=None, **kwargs):
                 id="qb_oauth.E006",
             )
         )
-    if not settings.DEBUG:
-        urls = {f"ENDPOINTS['{k}']": v for k, v in endpoints.items() if isinstance(v, str)}
-        if qb_settings.DISCOVERY_URL:
-            urls["DISCOVERY_URL"] = qb_settings.DISCOVERY_URL
-        for name, url in sorted(urls.items()):
-            if name != "ENDPOINTS['issuer']" and _insecure(url):
-                errors.append(
-                    Error(
-                        f"QB_OAUTH {name} is not https: {url}",
-                        hint="Intuit's endpoints are https. Plain http is allowed only on "
-                        "loopback (the fake Intuit) or with DEBUG = True.",
-                        id="qb_oauth.E003",
-                    )
+    # DEBUG or not: the same rule qb_oauth applies at run time (qb_oauth.transport). Plain
+    # http would carry the client secret and the tokens in clear text.
+    urls = {f"['ENDPOINTS']['{k}']": v for k, v in endpoints.items() if isinstance(v, str)}
+    if isinstance(qb_settings.DISCOVERY_URL, str) and qb_settings.DISCOVERY_URL:
+        urls["['DISCOVERY_URL']"] = qb_settings.DISCOVERY_URL
+    for name, url in sorted(urls.items()):
+        if name != "['ENDPOINTS']['issuer']" and url and _insecure(url):
+            errors.append(
+                Error(
+                    f"QB_OAUTH{name} is not https: {transport.shown(url)}",
+                    hint="Use https (Intuit's own endpoints are built in: remove the "
+                    "override). Plain http is allowed only to loopback (127.0.0.1, ::1, "
+                    "localhost), where the fake Intuit runs. Setting "
+                    "OAUTHLIB_INSECURE_TRANSPORT lets it through at run time but not past "
+                    "this check; silence qb_oauth.E003 only for a development machine.",
+                    id="qb_oauth.E003",
                 )
+            )
+    if not settings.DEBUG:
         redirect = qb_settings.REDIRECT_URI
         if redirect and _insecure(redirect):
             errors.append(

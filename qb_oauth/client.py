@@ -13,6 +13,10 @@ User-Agent; every failure becomes one of our exceptions, with Intuit's
 Functions return plain data and never touch the ORM. No token ever reaches an
 exception message or a log line: requests-oauthlib logs whole token responses
 at DEBUG level, so a filter on its logger drops those records.
+
+Every endpoint is https, or plain http to loopback (the fake Intuit), the rule of
+:mod:`qb_oauth.transport`; anything else raises
+:class:`~qb_oauth.exceptions.ImproperlyConfigured` naming the setting.
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ from urllib.parse import urlsplit
 
 import jwt
 import requests
-from oauthlib.oauth2 import OAuth2Error
+from oauthlib.oauth2 import InsecureTransportError, OAuth2Error, is_secure_transport
 from requests.auth import HTTPBasicAuth
 from requests_oauthlib import OAuth2Session
 
-from . import __version__
+from . import __version__, transport
 from .conf import ENDPOINT_NAMES, INTUIT_ENDPOINTS, qb_settings
 from .deadline import DeadlineAdapter, call_deadline
 from .exceptions import (
@@ -102,9 +106,107 @@ def http_session() -> requests.Session:
     return _prepare(requests.Session())
 
 
-def oauth_session(**kwargs: Any) -> OAuth2Session:
-    """An OAuth2Session for our client id, with qb_oauth's User-Agent and pool."""
-    session = OAuth2Session(client_id=_client_id(), **kwargs)
+class QuickBooksOAuth2Session(OAuth2Session):
+    """An OAuth2Session that also speaks plain http to loopback (the fake Intuit).
+
+    oauthlib refuses every URL that is not https unless the environment variable
+    ``OAUTHLIB_INSECURE_TRANSPORT`` is set, and that variable is process-wide: it
+    would also let every other OAuth client of the site (allauth, intuit-oauth …)
+    send secrets over plain http to any host. This session allows one thing more,
+    for itself only: plain http to loopback (:func:`qb_oauth.transport.is_plain_loopback`).
+    Nothing global changes: no environment variable, no patched oauthlib function.
+
+    How. requests-oauthlib checks ``is_secure_transport(url)`` inline, before any hook
+    runs, in ``fetch_token``, ``refresh_token`` and ``request``, and oauthlib checks it
+    in ``prepare_grant_uri`` (``authorization_url``). So, for a loopback http URL:
+
+    * ``authorization_url``, ``fetch_token`` and ``refresh_token`` are handed the https
+      spelling of the same URL (same host, port, path), which passes their check;
+    * the URL is put back right after the check: in the returned authorization URL,
+      and for the token endpoint by the ``access_token_request`` /
+      ``refresh_token_request`` compliance hooks, which requests-oauthlib runs after
+      its check and before sending, precisely so that a provider's URL can be adjusted;
+    * ``request`` (through which both token calls send) skips only oauthlib's
+      transport check, for a loopback http URL and a request that carries no OAuth
+      token (``fetch_token`` clears the token before sending, ``refresh_token``
+      withholds it; qb_oauth never sends a bearer token through this session).
+
+    If a hook did not run, the request would go to ``https://`` on loopback and fail
+    its TLS handshake: never to another host, never in plain text. With
+    ``OAUTHLIB_INSECURE_TRANSPORT`` set by the developer this class changes nothing:
+    oauthlib's own rule applies, as it always did.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The https spellings handed to oauthlib's checks, and the real URLs they stand for.
+        self._qb_plain_urls: dict[str, str] = {}
+        self.register_compliance_hook("access_token_request", self._qb_real_token_url)
+        self.register_compliance_hook("refresh_token_request", self._qb_real_token_url)
+
+    def _qb_for_check(self, url: str) -> str:
+        """The URL to show oauthlib's transport check (the https spelling for loopback http)."""
+        if is_secure_transport(url) or not transport.is_plain_loopback(url):
+            return url  # https, the developer's variable, or refused by oauthlib as before
+        spelled = "https://" + url.split("://", 1)[1]
+        self._qb_plain_urls[spelled] = url
+        return spelled
+
+    def _qb_real_token_url(self, url: str, headers: Any, body: Any) -> tuple[str, Any, Any]:
+        return self._qb_plain_urls.get(url, url), headers, body
+
+    def authorization_url(self, url: str, state: Any = None, **kwargs: Any) -> tuple[str, Any]:
+        checked = self._qb_for_check(url)
+        result, state = super().authorization_url(checked, state=state, **kwargs)
+        if checked != url:
+            result = "http://" + result.split("://", 1)[1]  # the same URL, its scheme put back
+        return result, state
+
+    def fetch_token(self, token_url: str, *args: Any, **kwargs: Any) -> dict:
+        return super().fetch_token(self._qb_for_check(token_url), *args, **kwargs)
+
+    def refresh_token(self, token_url: str, *args: Any, **kwargs: Any) -> dict:
+        return super().refresh_token(self._qb_for_check(token_url), *args, **kwargs)
+
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        data: Any = None,
+        headers: Any = None,
+        withhold_token: bool = False,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        files: Any = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        if (
+            transport.is_plain_loopback(url)
+            and not is_secure_transport(url)
+            and (withhold_token or not self.token)
+        ):
+            # What OAuth2Session.request does for a request without a token, minus the
+            # transport check.
+            return requests.Session.request(
+                self, method, url, data=data, headers=headers, files=files, **kwargs
+            )
+        return super().request(
+            method,
+            url,
+            data=data,
+            headers=headers,
+            withhold_token=withhold_token,
+            client_id=client_id,
+            client_secret=client_secret,
+            files=files,
+            **kwargs,
+        )
+
+
+def oauth_session(**kwargs: Any) -> QuickBooksOAuth2Session:
+    """An OAuth2Session for our client id, with qb_oauth's User-Agent and pool, that
+    reaches loopback over plain http (:class:`QuickBooksOAuth2Session`)."""
+    session = QuickBooksOAuth2Session(client_id=_client_id(), **kwargs)
     return _prepare(session)
 
 
@@ -176,13 +278,23 @@ def endpoints(environment: str | None = None) -> dict[str, str]:
             f"QB_OAUTH['ENVIRONMENT'] must be 'sandbox' or 'production', not {environment!r}."
         )
     result = {k: v for k, v in INTUIT_ENDPOINTS[environment].items() if k in ENDPOINT_NAMES}
+    #: Where each endpoint came from, for the message if it is refused.
+    source = {name: f"Intuit's {name} endpoint" for name in result}
     discovery_url = qb_settings.DISCOVERY_URL
     if discovery_url:
+        transport.require_allowed(discovery_url, "QB_OAUTH['DISCOVERY_URL']")
         document = discovery_document(discovery_url)
         for name, key in _DISCOVERY_KEYS.items():
             if document.get(key):
                 result[name] = document[key]
-    result.update({k: v for k, v in qb_settings.ENDPOINTS.items() if v})
+                source[name] = f"The {key} of the document at QB_OAUTH['DISCOVERY_URL']"
+    for name, url in qb_settings.ENDPOINTS.items():
+        if url:
+            result[name] = url
+            source[name] = f"QB_OAUTH['ENDPOINTS']['{name}']"
+    for name, url in result.items():
+        if name != "issuer":  # an identifier compared with the id token's, never fetched
+            transport.require_allowed(str(url), source[name])
     return result
 
 
@@ -196,7 +308,11 @@ def api_base(environment: str | None = None) -> str:
 def authorization_url(*, state: str, redirect_uri: str, scopes: list[str] | None = None) -> str:
     """The URL of Intuit's consent page for a new connection."""
     session = oauth_session(redirect_uri=redirect_uri, scope=scopes or qb_settings.SCOPES)
-    url, _state = session.authorization_url(endpoints()["authorization"], state=state)
+    endpoint = endpoints()["authorization"]
+    try:
+        url, _state = session.authorization_url(endpoint, state=state)
+    except InsecureTransportError:
+        raise _insecure(endpoint, "authorization") from None
     return url
 
 
@@ -233,6 +349,9 @@ def _token_request(session: OAuth2Session, hook: str, call, **kwargs: Any) -> To
             call(url, auth=_client_auth(), timeout=_timeout(), headers=_token_headers(), **kwargs)
         except requests.RequestException as err:
             raise _network_error(err, "token endpoint", timed_out=deadline.expired) from None
+        except InsecureTransportError:
+            # Not Intuit's refusal but oauthlib's, before sending: a configuration problem.
+            raise _insecure(url, "token") from None
         except (OAuth2Error, IntuitUnavailable) as err:
             if deadline.expired:  # the answer was cut short: what it said is not an answer
                 raise _timed_out("token endpoint") from None
@@ -328,6 +447,13 @@ def verify_id_token(id_token: str) -> IdentityClaims:
 
 
 # -- helpers --------------------------------------------------------------------
+
+
+def _insecure(url: str, name: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(
+        f"oauthlib refused Intuit's {name} endpoint ({transport.shown(url)}): it is not "
+        "https (see check qb_oauth.E003)."
+    )
 
 
 def _token_headers() -> dict[str, str]:

@@ -178,7 +178,6 @@ class QBSettings:
             return self.HTTP_TIMEOUT * 6 + 30
         return _seconds(value)
 
-
     @property
     def DISCONNECT_CHECK_INTERVAL(self) -> float:  # noqa: N802
         """How long one check of Intuit's Disconnect URL answers later visits for the same

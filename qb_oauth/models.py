@@ -6,6 +6,7 @@ and everything that writes tokens in :mod:`qb_oauth.tokens`.
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 from django.conf import settings
@@ -30,6 +31,29 @@ class ConnectionState(models.TextChoices):
     ACTIVE = "active", _("Connected")
     REAUTH_REQUIRED = "reauth_required", _("Needs reconnecting")
     DISCONNECTED = "disconnected", _("Disconnected")
+
+
+#: The longest window ``refresh_expiring_within`` takes: 100 years. Intuit's refresh
+#: tokens live five years at most; beyond a datetime's range the query would overflow.
+EXPIRY_WINDOW_MAX_DAYS = 36500
+
+
+def expiry_window_seconds(days) -> float:
+    """``days`` (a number, or its text) as seconds, for ``refresh_expiring_within``.
+
+    Raises ``ValueError`` unless it is a number from 0 to :data:`EXPIRY_WINDOW_MAX_DAYS`:
+    the admin's filter and ``qb_status --expiring-within`` turn that into their own errors.
+    """
+    try:
+        value = float(days)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 <= value <= EXPIRY_WINDOW_MAX_DAYS:  # NaN compares false: refused too
+        raise ValueError(
+            f"the number of days must be from 0 to {EXPIRY_WINDOW_MAX_DAYS}, "
+            f"not {str(days)[:40]!r}."
+        )
+    return value * 86400
 
 
 class QuickBooksConnectionQuerySet(models.QuerySet):
@@ -62,9 +86,22 @@ class QuickBooksConnectionQuerySet(models.QuerySet):
         )
 
     def refresh_expiring_within(self, seconds: float, now=None):
-        """Connections whose refresh token (rolling or hard) ends within ``seconds``."""
+        """Connections whose refresh token (rolling or hard) ends within ``seconds``.
+
+        ``seconds`` from 0 to 100 years (:data:`EXPIRY_WINDOW_MAX_DAYS`); anything else
+        (negative, NaN, not a number, far enough to overflow a datetime) is ``ValueError``.
+        """
+        try:
+            value = float(seconds)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not 0 <= value <= EXPIRY_WINDOW_MAX_DAYS * 86400:
+            raise ValueError(
+                f"refresh_expiring_within() takes 0 to {EXPIRY_WINDOW_MAX_DAYS * 86400} seconds "
+                f"({EXPIRY_WINDOW_MAX_DAYS} days), not {str(seconds)[:40]!r}."
+            )
         now = now or timezone.now()
-        limit = now + timedelta(seconds=seconds)
+        limit = now + timedelta(seconds=value)
         return self.filter(refresh_token__isnull=False).filter(
             Q(refresh_token_expires_at__lte=limit) | Q(refresh_token_hard_expires_at__lte=limit)
         )

@@ -11,6 +11,7 @@ See docs/web-flow.md.
 from __future__ import annotations
 
 import logging
+import threading
 from functools import wraps
 
 from django.conf import settings
@@ -29,12 +30,14 @@ from django.views.decorators.http import (
     require_POST,
     require_safe,
 )
+from oauthlib.oauth2 import InsecureTransportError
 
 from . import client, state, tokens
 from .conf import qb_settings
 from .exceptions import (
     ConnectionNotActive,
     CredentialsMismatch,
+    ImproperlyConfigured,
     IntuitUnavailable,
     QuickBooksError,
     RealmMismatch,
@@ -123,6 +126,56 @@ def _company(connection: QuickBooksConnection) -> str:
     return connection.company_name or _("company %(realm)s") % {"realm": connection.realm_id}
 
 
+# -- configuration mistakes ---------------------------------------------------------------
+
+#: The configuration problems this process has logged. A misconfigured site would
+#: otherwise log the same ERROR on every click of every user: one line per distinct
+#: problem per process is enough to find it (``manage.py check`` names it too), so
+#: each is logged once, without a traceback. Bounded, in case messages ever vary.
+_logged_problems: set[str] = set()
+_logged_lock = threading.Lock()
+_LOGGED_PROBLEMS_MAX = 100
+
+
+def _log_misconfiguration(err: Exception) -> None:
+    problem = str(err) or type(err).__name__
+    with _logged_lock:
+        if problem in _logged_problems or len(_logged_problems) >= _LOGGED_PROBLEMS_MAX:
+            return
+        _logged_problems.add(problem)
+    logger.error("QuickBooks is not set up correctly on this site: %s", problem)
+
+
+def _misconfiguration_page(view):
+    """Answer a configuration mistake with the ``misconfigured`` page (503), never a 500.
+
+    qb_oauth's :class:`~qb_oauth.exceptions.ImproperlyConfigured` (missing keys, a bad
+    ENVIRONMENT, an endpoint that is not https) and oauthlib's InsecureTransportError
+    are the site's mistakes, not Intuit's and not the user's: the page says so without
+    naming a setting's value, and the problem is logged once (see above).
+    """
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except (ImproperlyConfigured, InsecureTransportError) as err:
+            _log_misconfiguration(err)
+            return _error_page(
+                request,
+                reason="misconfigured",
+                title=_("QuickBooks isn't set up correctly on this site"),
+                message=_(
+                    "This site's QuickBooks connection is not set up correctly. Nothing was "
+                    "changed. Please tell the site's administrators."
+                ),
+                status=503,
+                retry=False,
+            )
+
+    return wrapper
+
+
 # -- the user's companies ---------------------------------------------------------------
 
 
@@ -150,6 +203,7 @@ def connections(request: HttpRequest) -> HttpResponse:
 @never_cache
 @login_required
 @require_POST
+@_misconfiguration_page
 def connect(request: HttpRequest) -> HttpResponse:
     """Start the flow: a single-use state in the session, then off to Intuit's consent page.
 
@@ -215,6 +269,7 @@ def _state_message(reason: str) -> str:
 
 @never_cache
 @require_GET
+@_misconfiguration_page
 def callback(request: HttpRequest) -> HttpResponse:
     """Where Intuit sends the browser back, with ``code``, ``state``, ``realmId`` or ``error``.
 
@@ -317,6 +372,8 @@ def callback(request: HttpRequest) -> HttpResponse:
             redirect_uri=pending.redirect_uri,
             scopes=pending.scopes or None,
         )
+    except ImproperlyConfigured:
+        raise  # the site's mistake, not Intuit's refusal: _misconfiguration_page
     except QuickBooksError as err:
         reason, status, title, message = _connect_failure(err)
         logger.warning("QuickBooks callback failed (%s): %s", reason, err.describe())
@@ -409,6 +466,7 @@ def _printable(value: str | None, limit: int = 64) -> str:
 @never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
+@_misconfiguration_page
 def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
     """GET: the confirmation page. POST: revoke at Intuit, drop the tokens (owner only)."""
     connection = get_object_or_404(
@@ -424,6 +482,8 @@ def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
         return HttpResponseRedirect(next_url)
     try:
         tokens.revoke(connection, actor=request.user, by="user")
+    except ImproperlyConfigured:
+        raise  # the site's mistake, not Intuit's refusal: _misconfiguration_page
     except QuickBooksError as err:
         logger.warning("Disconnect of connection %s: %s", connection.pk, err.describe())
         if isinstance(err, IntuitUnavailable):
@@ -461,6 +521,7 @@ def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
 @never_cache
 @login_required
 @require_GET
+@_misconfiguration_page
 def intuit_disconnect(request: HttpRequest) -> HttpResponse:
     """Intuit's Disconnect URL: the user disconnected the app inside QuickBooks.
 
@@ -499,6 +560,8 @@ def intuit_disconnect(request: HttpRequest) -> HttpResponse:
             results.append((connection, "unavailable"))
             status = 503
             continue
+        except ImproperlyConfigured:
+            raise  # the site's mistake, not Intuit's refusal: _misconfiguration_page
         except (ConnectionNotActive, QuickBooksError) as err:
             logger.warning("Disconnect URL for connection %s: %s", connection.pk, err.describe())
             results.append((connection, "error"))
@@ -518,6 +581,7 @@ def intuit_disconnect(request: HttpRequest) -> HttpResponse:
 @never_cache
 @login_required
 @require_safe
+@_misconfiguration_page
 def reconnect(request: HttpRequest) -> HttpResponse:
     """Intuit's Reconnect URL: a page with a Reconnect button (a POST to ``connect``).
 

@@ -49,10 +49,11 @@ def test_loopback_http_is_allowed_for_the_fake(settings):
     assert ids() == []
 
 
-def test_http_is_allowed_with_debug(settings):
+def test_non_loopback_http_is_refused_even_with_debug(settings):
+    # DEBUG no longer lets plain http through (tests/test_transport_policy.py has the rest).
     settings.DEBUG = True
     settings.QB_OAUTH = {**BASE, "ENDPOINTS": {"token": "http://intuit.example.com/token"}}
-    assert ids() == []
+    assert ids() == ["qb_oauth.E003"]
 
 
 def test_qb_oauth_must_be_a_dict(settings):

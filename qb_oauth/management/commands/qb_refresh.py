@@ -2,7 +2,8 @@
 
 The same sweep as the django-q2 schedule (:mod:`qb_oauth.sweep`): due
 connections by default, every active one with ``--all``, one with
-``--connection``; ``--dry-run`` lists them and changes nothing. Refreshes
+``--connection``; ``--dry-run`` lists them (company names without terminal control characters)
+and changes nothing. Refreshes
 here, on ``SWEEP_CONCURRENCY`` threads, unless ``--cluster`` hands the work to
 a running django-q2 cluster. A progress bar on a terminal, a summary line at
 the end. Never prints a token.
@@ -18,6 +19,7 @@ from django.utils import timezone
 
 from qb_oauth import sweep
 from qb_oauth.conf import qb_settings
+from qb_oauth.management.terminal import terminal_safe
 from qb_oauth.models import ConnectionState, QuickBooksConnection
 
 BAR_WIDTH = 30
@@ -192,7 +194,8 @@ class Command(BaseCommand):
             count += 1
             held = conn.refresh_lease_expires_at and conn.refresh_lease_expires_at > now
             self.stdout.write(
-                f"{conn.pk:>8}  {conn.user}  {conn.company_name or '-'}  realm {conn.realm_id} "
+                f"{conn.pk:>8}  {terminal_safe(conn.user)}  "
+                f"{terminal_safe(conn.company_name or '-')}  realm {conn.realm_id} "
                 f"({conn.environment})  {_reason(conn, now, mode)}; access token expires "
                 f"{_when(conn.access_token_expires_at, now)}, last refreshed "
                 f"{_when(conn.last_refreshed_at, now)}"

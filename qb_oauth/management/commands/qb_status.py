@@ -2,7 +2,8 @@
 
 Prints a table (relative times), or with ``--json`` a list of objects with
 ISO 8601 times for scripts. Never a token: the query reads named columns
-only, and the token columns are not among them.
+only, and the token columns are not among them. The table shows Intuit's strings
+(company names, last errors) without terminal control characters.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import BooleanField, Case, Value, When
 from django.utils import timezone
 
-from qb_oauth.models import ConnectionState, QuickBooksConnection
+from qb_oauth.management.terminal import terminal_safe
+from qb_oauth.models import ConnectionState, QuickBooksConnection, expiry_window_seconds
 from qb_oauth.templatetags.qb_oauth_admin import ago_text
 
 #: The columns read; the token columns are deliberately absent.
@@ -62,7 +64,7 @@ COMPANY_WIDTH = 30
 
 
 def _short(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    text = " ".join(terminal_safe(text).split())  # safe first, so the width counts what shows
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -101,12 +103,12 @@ class Command(BaseCommand):
             username_field = get_user_model().USERNAME_FIELD
             qs = qs.filter(**{f"user__{username_field}": options["user"]})
         if options["expiring_within"] is not None:
-            if options["expiring_within"] < 0:
-                raise CommandError("--expiring-within takes a number of days, 0 or more.")
+            try:
+                seconds = expiry_window_seconds(options["expiring_within"])
+            except ValueError as err:
+                raise CommandError(f"--expiring-within: {err}") from None
             # Only live refresh tokens: a disconnected connection keeps its old expiry dates.
-            qs = qs.refresh_expiring_within(options["expiring_within"] * 86400).filter(
-                refresh_token__isnull=False
-            )
+            qs = qs.refresh_expiring_within(seconds).filter(refresh_token__isnull=False)
         if options["failing"]:
             qs = qs.failing()
         username = f"user__{get_user_model().USERNAME_FIELD}"
@@ -144,6 +146,9 @@ class Command(BaseCommand):
         return out
 
     def _cell(self, row: dict, key: str, now) -> str:
+        return terminal_safe(self._text(row, key, now))
+
+    def _text(self, row: dict, key: str, now) -> str:
         value = row[key]
         if key.startswith(("access_token", "refresh_token")) and not row[_STORED[key]]:
             return "-"  # the token is gone: its old expiry means nothing
