@@ -6,8 +6,6 @@ The benchmark creates its own database (``qb_bench_*``) and drops it at the end.
 import os
 import tempfile
 
-os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake Intuit runs on http://
-
 SECRET_KEY = "qb-oauth-benchmarks-not-secret"
 DEBUG = False
 USE_TZ = True

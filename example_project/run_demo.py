@@ -143,7 +143,6 @@ def main() -> int:
         )
         server = FakeIntuitServer(fake, host=HOST, port=pick_port(8765)).start()
         env["QB_FAKE_INTUIT_URL"] = server.url
-        env.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
 
     processes: list[tuple[str, subprocess.Popen]] = []
     try:

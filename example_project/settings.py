@@ -95,8 +95,7 @@ else:
     QB_FAKE_INTUIT_URL = os.environ.get("QB_FAKE_INTUIT_URL", "http://127.0.0.1:8765")
     # The settings that point qb_oauth at a fake served there (its discovery URL and API).
     QB_OAUTH = FakeIntuit(base_url=QB_FAKE_INTUIT_URL).qb_oauth_settings()
-    # requests-oauthlib refuses plain http unless told; the fake runs on loopback http.
-    os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    # Plain http to loopback needs no OAUTHLIB_INSECURE_TRANSPORT: qb_oauth allows it.
 
 Q_CLUSTER = {
     "name": "qb_oauth_example",

@@ -81,6 +81,7 @@ from .conf import qb_settings
 from .exceptions import (
     ConnectionNotActive,
     CredentialsMismatch,
+    ImproperlyConfigured,
     IntuitError,
     IntuitUnavailable,
     QuickBooksError,
@@ -863,8 +864,8 @@ def _refresh_holding_lease(connection, row, lease: _Lease, *, actor=None) -> boo
             logger.info("Refresh of connection %s: retrying with a newer refresh token.", row.pk)
             used, version = latest.refresh_token, latest.token_version
             tokens = client.refresh_tokens(used)
-    except TokensUnreadable:
-        raise
+    except (TokensUnreadable, ImproperlyConfigured):
+        raise  # not Intuit's answer about this grant: nothing to count against it
     except ReauthorizationRequired as err:
         if _mark_reauth_required(connection, version, err, owner=lease.owner, actor=actor):
             raise

@@ -8,10 +8,6 @@ runs it on SQLite (a file, so that threads and processes share it).
 import os
 import tempfile
 
-os.environ.setdefault(
-    "OAUTHLIB_INSECURE_TRANSPORT", "1"
-)  # the fake Intuit runs on http://127.0.0.1
-
 BASE_DIR = os.path.dirname(os.path.abspath(__file__))
 SECRET_KEY = "qb-oauth-tests-not-secret"
 DEBUG = False

@@ -1,9 +1,9 @@
 """Plain http: allowed to loopback inside qb_oauth's own sessions, refused (with a check and
 a page, never a 500) anywhere else, and never by changing the process's environment.
 
-tests/settings.py and the fake's pytest plugin set ``OAUTHLIB_INSECURE_TRANSPORT``
-for the whole process; every test here that is about the default removes it
-first (``no_insecure_transport``), as a real site's process would be.
+The in-process fake's fixture sets ``OAUTHLIB_INSECURE_TRANSPORT``; every test here
+that is about the default removes it first (``no_insecure_transport``), as a real
+site's process would be.
 """
 
 import logging

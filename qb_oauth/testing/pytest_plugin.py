@@ -39,14 +39,17 @@ def _point_settings_at(request: pytest.FixtureRequest, fake: FakeIntuit) -> None
 
 
 def _allow_plain_http(request: pytest.FixtureRequest) -> None:
-    # oauthlib refuses http:// unless told otherwise; the fake is http on loopback.
+    # The in-process fake's http://fake-intuit.test is not loopback: oauthlib (and
+    # qb_oauth's own sessions) refuse it over plain http unless told otherwise.
     request.getfixturevalue("monkeypatch").setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
 
 
 @pytest.fixture
 def fake_intuit(request: pytest.FixtureRequest) -> Iterator[FakeIntuit]:
-    """A FakeIntuit served over HTTP on a free loopback port for the test."""
-    _allow_plain_http(request)
+    """A FakeIntuit served over HTTP on a free loopback port for the test.
+
+    Loopback http needs no ``OAUTHLIB_INSECURE_TRANSPORT``: qb_oauth's sessions allow it.
+    """
     fake = FakeIntuit(redirect_uris=REDIRECT_URIS)
     with FakeIntuitServer(fake):
         _point_settings_at(request, fake)
