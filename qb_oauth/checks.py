@@ -1,4 +1,4 @@
-"""System checks: each misconfiguration has an id and a hint.
+"""System checks: each misconfiguration has an id and a hint (docs/checks.md).
 
 ==================  ===========================================================
 qb_oauth.E001       CLIENT_ID or CLIENT_SECRET missing
@@ -6,8 +6,12 @@ qb_oauth.E002       ENVIRONMENT is neither "sandbox" nor "production"
 qb_oauth.E003       an endpoint is not https (plain http to loopback allowed), DEBUG or not
 qb_oauth.E004       FERNET_KEYS is malformed (not a non-empty list of strings)
 qb_oauth.E005       the session middleware is missing
-qb_oauth.E006       QB_OAUTH is not a dict, or has unknown keys or bad values
+qb_oauth.E006       QB_OAUTH has unknown keys
 qb_oauth.E007       REFRESH_LEASE_TTL does not outlast the longest refresh (3 x HTTP_TIMEOUT)
+qb_oauth.E008       QB_OAUTH is not a dict
+qb_oauth.E009       QB_OAUTH['ENDPOINTS'] is not a dict
+qb_oauth.E010       QB_OAUTH['ENDPOINTS'] has unknown endpoint names
+qb_oauth.E011       a QB_OAUTH value of the wrong kind or out of range
 qb_oauth.W001       FERNET_KEYS is not set: tokens would be encrypted with SECRET_KEY
 qb_oauth.W002       django_q is not installed: nothing refreshes connections on schedule
 qb_oauth.W003       REDIRECT_URI is not https outside DEBUG
@@ -17,28 +21,20 @@ qb_oauth.W004       stored connections were made with another Intuit app's clien
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from . import transport
-from .conf import CALLS_UNDER_LEASE, DEFAULTS, ENDPOINT_NAMES, ENVIRONMENTS, qb_settings
-
-#: Settings that must be positive numbers (seconds or a timedelta, or counts).
-NUMERIC_KEYS = (
-    "REFRESH_MARGIN",
-    "KEEPALIVE_AGE",
-    "SCHEDULE_MINUTES",
-    "HTTP_TIMEOUT",
-    "STATE_MAX_AGE",
-    "RECENT_USE_WINDOW",
-    "SWEEP_CONCURRENCY",
-    "SWEEP_CHUNK_SIZE",
-    "BACKOFF_BASE",
-    "BACKOFF_MAX",
-    "EXPIRY_WARNING_WINDOW",
-    "MINOR_VERSION",
-    "REFRESH_LEASE_TTL",
-    "DISCONNECT_CHECK_INTERVAL",
+from .conf import (
+    CALLS_UNDER_LEASE,
+    DEFAULTS,
+    ENDPOINT_NAMES,
+    ENVIRONMENTS,
+    Invalid,
+    QBSettings,
+    qb_settings,
 )
 
 
@@ -46,18 +42,36 @@ def _insecure(url: str) -> bool:
     return not transport.is_allowed(url)
 
 
+def _values() -> tuple[dict[str, Any], list[CheckMessage]]:
+    """Every setting read through the table, and an E011 for each one that can't be."""
+    values: dict[str, Any] = {}
+    errors: list[CheckMessage] = []
+    for setting in QBSettings.table():
+        try:  # its own value only: a fallback's error belongs to the setting it reads
+            values[setting.name] = setting.read(qb_settings.get(setting.name))
+        except Invalid as invalid:
+            errors.append(
+                Error(
+                    f"QB_OAUTH['{setting.name}'] must be {invalid}.",
+                    hint=f"The default is {setting.default!r}. {setting.__doc__}",
+                    id="qb_oauth.E011",
+                )
+            )
+    return values, errors
+
+
 @register(Tags.security, "qb_oauth")
-def check_settings(app_configs=None, **kwargs):
-    errors = []
+def check_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
     raw = getattr(settings, "QB_OAUTH", None)
     if raw is not None and not isinstance(raw, dict):
         return [
             Error(
                 "QB_OAUTH must be a dict.",
                 hint="Set QB_OAUTH = {'CLIENT_ID': ..., 'CLIENT_SECRET': ...} in your settings.",
-                id="qb_oauth.E006",
+                id="qb_oauth.E008",
             )
         ]
+    errors: list[CheckMessage] = []
     unknown = sorted(set(raw or {}) - set(DEFAULTS))
     if unknown:
         errors.append(
@@ -67,6 +81,16 @@ def check_settings(app_configs=None, **kwargs):
                 id="qb_oauth.E006",
             )
         )
+    if not isinstance(qb_settings.get("ENDPOINTS"), dict | None):
+        errors.append(
+            Error(
+                "QB_OAUTH['ENDPOINTS'] must be a dict.",
+                hint=f"Keys: {', '.join(ENDPOINT_NAMES)}.",
+                id="qb_oauth.E009",
+            )
+        )
+    values, invalid = _values()
+    errors.extend(e for e in invalid if "['ENDPOINTS']" not in e.msg)
     missing = [k for k in ("CLIENT_ID", "CLIENT_SECRET") if not qb_settings.get(k)]
     if missing:
         errors.append(
@@ -77,7 +101,7 @@ def check_settings(app_configs=None, **kwargs):
                 id="qb_oauth.E001",
             )
         )
-    environment = qb_settings.ENVIRONMENT
+    environment = qb_settings.get("ENVIRONMENT")
     if environment not in ENVIRONMENTS:
         errors.append(
             Error(
@@ -86,33 +110,33 @@ def check_settings(app_configs=None, **kwargs):
                 id="qb_oauth.E002",
             )
         )
-    endpoints = qb_settings.get("ENDPOINTS")
-    if not isinstance(endpoints, dict):
-        errors.append(
-            Error(
-                "QB_OAUTH['ENDPOINTS'] must be a dict.",
-                id="qb_oauth.E006",
-                hint=f"Keys: {', '.join(ENDPOINT_NAMES)}.",
-            )
-        )
-        endpoints = {}
+    endpoints = values.get("ENDPOINTS", {})
     bad_names = sorted(set(endpoints) - set(ENDPOINT_NAMES))
     if bad_names:
         errors.append(
             Error(
                 f"QB_OAUTH['ENDPOINTS'] has unknown names: {', '.join(bad_names)}.",
                 hint=f"Known names: {', '.join(ENDPOINT_NAMES)}.",
-                id="qb_oauth.E006",
+                id="qb_oauth.E010",
             )
         )
+    errors.extend(_check_transport(endpoints, values))
+    if not errors:
+        errors.extend(_check_lease_outlasts_calls())
+    return errors
+
+
+def _check_transport(endpoints: dict[str, Any], values: dict[str, Any]) -> list[CheckMessage]:
     # DEBUG or not: the same rule qb_oauth applies at run time (qb_oauth.transport). Plain
     # http would carry the client secret and the tokens in clear text.
+    found: list[CheckMessage] = []
     urls = {f"['ENDPOINTS']['{k}']": v for k, v in endpoints.items() if isinstance(v, str)}
-    if isinstance(qb_settings.DISCOVERY_URL, str) and qb_settings.DISCOVERY_URL:
-        urls["['DISCOVERY_URL']"] = qb_settings.DISCOVERY_URL
+    discovery = values.get("DISCOVERY_URL")
+    if discovery:
+        urls["['DISCOVERY_URL']"] = discovery
     for name, url in sorted(urls.items()):
         if name != "['ENDPOINTS']['issuer']" and url and _insecure(url):
-            errors.append(
+            found.append(
                 Error(
                     f"QB_OAUTH{name} is not https: {transport.shown(url)}",
                     hint="Use https (Intuit's own endpoints are built in: remove the "
@@ -123,43 +147,24 @@ def check_settings(app_configs=None, **kwargs):
                     id="qb_oauth.E003",
                 )
             )
-    if not settings.DEBUG:
-        redirect = qb_settings.REDIRECT_URI
-        if redirect and _insecure(redirect):
-            errors.append(
-                Warning(
-                    f"QB_OAUTH['REDIRECT_URI'] is not https: {redirect}",
-                    hint="Intuit accepts only https redirect URIs in production (localhost "
-                    "is allowed in development).",
-                    id="qb_oauth.W003",
-                )
+    redirect = values.get("REDIRECT_URI")
+    if not settings.DEBUG and redirect and _insecure(redirect):
+        found.append(
+            Warning(
+                f"QB_OAUTH['REDIRECT_URI'] is not https: {redirect}",
+                hint="Intuit accepts only https redirect URIs in production (localhost "
+                "is allowed in development).",
+                id="qb_oauth.W003",
             )
-    for key in NUMERIC_KEYS:
-        zero_allowed = key == "REFRESH_MARGIN"
-        try:
-            value = float(getattr(qb_settings, key))
-            ok = value >= 0 if zero_allowed else value > 0
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            errors.append(
-                Error(
-                    f"QB_OAUTH['{key}'] must be a number "
-                    f"{'of 0 or more' if zero_allowed else 'greater than 0'}.",
-                    hint=f"The default is {DEFAULTS[key]}.",
-                    id="qb_oauth.E006",
-                )
-            )
-    if not errors:
-        errors.extend(_check_lease_outlasts_calls())
-    return errors
+        )
+    return found
 
 
 #: Slack for the database work a refresh does while it holds the lease.
 LEASE_SLACK = 5.0
 
 
-def _check_lease_outlasts_calls():
+def _check_lease_outlasts_calls() -> list[CheckMessage]:
     ttl, timeout = qb_settings.REFRESH_LEASE_TTL, qb_settings.HTTP_TIMEOUT
     longest = CALLS_UNDER_LEASE * timeout + LEASE_SLACK
     if ttl > longest:

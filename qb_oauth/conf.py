@@ -1,46 +1,28 @@
-"""Settings for qb_oauth, read lazily from ``settings.QB_OAUTH``.
+"""qb_oauth's settings: one table of every key of ``settings.QB_OAUTH``.
 
-Every access reads ``django.conf.settings`` again, so ``override_settings``
-and pytest-django's ``settings`` fixture take effect at once. Nothing is
-cached here and nothing is written back into ``django.conf.settings``.
+Each key is one :class:`Setting` on :class:`QBSettings`: its default, its
+kind (how a value is read and checked) and its meaning, written once. The
+accessors read ``django.conf.settings`` on every access, so
+``override_settings`` and pytest-django's ``settings`` fixture take effect at
+once; nothing is cached and nothing is written back. The system checks
+(:mod:`qb_oauth.checks`) validate every key from the same table. The keys are
+documented in docs/settings.md.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from django.conf import settings
 
-#: The defaults of every key of ``settings.QB_OAUTH``.
-DEFAULTS: dict[str, Any] = {
-    "CLIENT_ID": None,
-    "CLIENT_SECRET": None,
-    "ENVIRONMENT": "sandbox",
-    "DISCOVERY_URL": None,
-    "ENDPOINTS": {},
-    "SCOPES": ["com.intuit.quickbooks.accounting"],
-    "REDIRECT_URI": None,
-    "REFRESH_MARGIN": 300,
-    "KEEPALIVE_AGE": 86400,
-    "SCHEDULE_MINUTES": 15,
-    "HTTP_TIMEOUT": 10,
-    "STATE_MAX_AGE": 600,
-    "LOGIN_URL": None,
-    "RECENT_USE_WINDOW": 7 * 86400,
-    "SWEEP_CONCURRENCY": 8,
-    "SWEEP_CHUNK_SIZE": 100,
-    "BACKOFF_BASE": 60,
-    "BACKOFF_MAX": 6 * 3600,
-    "EXPIRY_WARNING_WINDOW": 30 * 86400,
-    "MINOR_VERSION": 75,
-    "REFRESH_LEASE_TTL": None,
-    "DISCONNECT_CHECK_INTERVAL": 300,
-}
+T = TypeVar("T")
 
 ENVIRONMENTS = ("sandbox", "production")
 
-#: Intuit's endpoints per environment (INTUIT.md).
+#: Intuit's published endpoints per environment.
 INTUIT_ENDPOINTS: dict[str, dict[str, str]] = {
     "production": {
         "discovery": "https://developer.api.intuit.com/.well-known/openid_configuration",
@@ -66,127 +48,244 @@ INTUIT_ENDPOINTS: dict[str, dict[str, str]] = {
 
 ENDPOINT_NAMES = ("authorization", "token", "revocation", "userinfo", "jwks", "issuer", "api_base")
 
+#: The most calls to Intuit a refresh makes while it holds the lease: the discovery
+#: document (when not cached yet), the refresh, and its one retry with a newer token.
+CALLS_UNDER_LEASE = 3
+
+
+class Invalid(ValueError):
+    """A value a :class:`Setting` cannot use; the message says what it must be."""
+
 
 def _seconds(value: Any) -> float:
     if isinstance(value, timedelta):
         return value.total_seconds()
-    return float(value)
+    if isinstance(value, bool):
+        raise Invalid("a number of seconds (or a timedelta)")
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise Invalid("a number of seconds (or a timedelta)") from None
+    if not math.isfinite(seconds):
+        raise Invalid("a finite number of seconds")
+    return seconds
+
+
+class Setting(Generic[T]):
+    """One key of ``QB_OAUTH``: its default, how a value is read, and its meaning.
+
+    ``read`` turns the configured (or default) value into what the code uses,
+    and raises :class:`Invalid` for a value it cannot use: the system checks
+    report that as ``qb_oauth.E011`` with the key and the default.
+    """
+
+    name: str
+
+    def __init__(
+        self,
+        default: Any,
+        read: Callable[[Any], T],
+        doc: str,
+        *,
+        fallback: Callable[[QBSettings], T] | None = None,
+    ) -> None:
+        self.default = default
+        self.read = read
+        self.fallback = fallback
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> Setting[T]: ...
+
+    @overload
+    def __get__(self, obj: QBSettings, owner: type) -> T: ...
+
+    def __get__(self, obj: QBSettings | None, owner: type) -> Setting[T] | T:
+        if obj is None:
+            return self
+        value = self.read(obj.get(self.name))
+        if value is None and self.fallback is not None:
+            return self.fallback(obj)
+        return value
+
+
+def seconds(minimum: float = 0.0, *, zero: bool = False) -> Callable[[Any], float]:
+    """A duration: seconds or a ``timedelta``, more than ``minimum`` (or equal, with
+    ``zero``)."""
+
+    def read(value: Any) -> float:
+        number = _seconds(value)
+        if number < minimum or (number == minimum and not zero):
+            raise Invalid("a number of 0 or more" if zero else "a number greater than 0")
+        return number
+
+    return read
+
+
+def count(minimum: int = 1) -> Callable[[Any], int]:
+    """A whole number of at least ``minimum``."""
+
+    def read(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise Invalid(f"a whole number of {minimum} or more")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise Invalid(f"a whole number of {minimum} or more") from None
+        if number < minimum:
+            raise Invalid(f"a whole number of {minimum} or more")
+        return number
+
+    return read
+
+
+def optional_text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise Invalid("a string")
+    return value
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid("a string")
+    return value
+
+
+def scopes(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list | tuple) and all(isinstance(s, str) for s in value):
+        return list(value)
+    raise Invalid("a list of scope strings, or one space-separated string")
+
+
+def endpoint_map(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Invalid(f"a dict of endpoint name ({', '.join(ENDPOINT_NAMES)}) to URL")
+    return dict(value)
+
+
+def _lease_ttl(value: Any) -> float | None:
+    return None if value is None else seconds()(value)
+
+
+def _default_lease_ttl(conf: QBSettings) -> float:
+    # Longer than the slowest live holder: CALLS_UNDER_LEASE calls, with slack.
+    return conf.HTTP_TIMEOUT * 6 + 30
 
 
 class QBSettings:
-    """Typed accessors over ``settings.QB_OAUTH`` with :data:`DEFAULTS`."""
+    """Typed accessors over ``settings.QB_OAUTH``, one :class:`Setting` per key."""
+
+    CLIENT_ID = Setting(
+        None, optional_text, "The Client ID of the app at Intuit (sandbox and production differ)."
+    )
+    CLIENT_SECRET = Setting(None, optional_text, "The Client Secret that goes with it.")
+    ENVIRONMENT = Setting(
+        "sandbox",
+        text,
+        '"sandbox" or "production": picks Intuit\'s endpoints and the Accounting API.',
+    )
+    DISCOVERY_URL = Setting(
+        None,
+        optional_text,
+        "An OpenID discovery document to take the endpoints from (fetched once, cached).",
+    )
+    ENDPOINTS = Setting(
+        {},
+        endpoint_map,
+        "Overrides of single endpoints by name; they win over DISCOVERY_URL.",
+    )
+    SCOPES = Setting(
+        ["com.intuit.quickbooks.accounting"],
+        scopes,
+        "The scopes asked for; add openid (email, profile) for the user's Intuit identity.",
+    )
+    REDIRECT_URI = Setting(
+        None,
+        optional_text,
+        "The callback's absolute URL as registered at Intuit; None builds it from the request.",
+    )
+    REFRESH_MARGIN = Setting(
+        300,
+        seconds(zero=True),
+        "An access token this close to its expiry counts as expired.",
+    )
+    KEEPALIVE_AGE = Setting(
+        86400,
+        seconds(),
+        "The sweep also refreshes every connection whose last refresh is older than this.",
+    )
+    SCHEDULE_MINUTES = Setting(15, count(), "How often the scheduled refresh runs.")
+    HTTP_TIMEOUT = Setting(
+        10,
+        seconds(),
+        "The most one call to Intuit may take, from connect to the last byte.",
+    )
+    STATE_MAX_AGE = Setting(
+        600, seconds(), "Seconds a user has at Intuit's consent page before the state expires."
+    )
+    LOGIN_URL = Setting(
+        None, optional_text, "Where qb_oauth's views send an anonymous user (else LOGIN_URL)."
+    )
+    RECENT_USE_WINDOW = Setting(
+        7 * 86400,
+        seconds(),
+        "An expiring access token is renewed by the sweep only if used within this window.",
+    )
+    SWEEP_CONCURRENCY = Setting(8, count(), "Connections one sweep refreshes at once.")
+    SWEEP_CHUNK_SIZE = Setting(100, count(), "Connections per claimed batch and per task.")
+    BACKOFF_BASE = Setting(
+        60, seconds(), "The first wait after an outage; it doubles with every failure."
+    )
+    BACKOFF_MAX = Setting(6 * 3600, seconds(), "The longest wait after outages.")
+    EXPIRY_WARNING_WINDOW = Setting(
+        30 * 86400,
+        seconds(),
+        "refresh_token_expiring is sent when an expiry falls within this window.",
+    )
+    MINOR_VERSION = Setting(75, count(), "The Accounting API minorversion of every request.")
+    REFRESH_LEASE_TTL: Setting[float] = Setting(
+        None,
+        _lease_ttl,  # type: ignore[arg-type]  # None reads as the fallback
+        "How long a refresh holds a connection's lease; None: HTTP_TIMEOUT x 6 + 30.",
+        fallback=_default_lease_ttl,
+    )
+    DISCONNECT_CHECK_INTERVAL = Setting(
+        300,
+        seconds(),
+        "One check of Intuit's Disconnect URL answers later visits for this long.",
+    )
+
+    @classmethod
+    def table(cls) -> Iterator[Setting[Any]]:
+        """Every setting, in the order of the table."""
+        for value in vars(cls).values():
+            if isinstance(value, Setting):
+                yield value
 
     def raw(self) -> dict[str, Any]:
         value = getattr(settings, "QB_OAUTH", None)
         return value if isinstance(value, dict) else {}
 
     def get(self, key: str) -> Any:
-        return self.raw().get(key, DEFAULTS[key])
+        """The configured value of ``key``, or its default; not read or checked."""
+        return self.raw().get(key, getattr(type(self), key).default)
 
     @property
-    def CLIENT_ID(self) -> str | None:  # noqa: N802 - settings keys are upper case
-        return self.get("CLIENT_ID")
+    def wait_limit(self) -> float:
+        """How long a caller waits for another one's refresh (or its own helper thread)."""
+        return self.HTTP_TIMEOUT * 2 + 5
 
-    @property
-    def CLIENT_SECRET(self) -> str | None:  # noqa: N802
-        return self.get("CLIENT_SECRET")
-
-    @property
-    def ENVIRONMENT(self) -> str:  # noqa: N802
-        return self.get("ENVIRONMENT")
-
-    @property
-    def DISCOVERY_URL(self) -> str | None:  # noqa: N802
-        return self.get("DISCOVERY_URL")
-
-    @property
-    def ENDPOINTS(self) -> dict[str, str]:  # noqa: N802
-        return dict(self.get("ENDPOINTS") or {})
-
-    @property
-    def SCOPES(self) -> list[str]:  # noqa: N802
-        scopes = self.get("SCOPES")
-        if isinstance(scopes, str):
-            return scopes.split()
-        return list(scopes)
-
-    @property
-    def REDIRECT_URI(self) -> str | None:  # noqa: N802
-        return self.get("REDIRECT_URI")
-
-    @property
-    def REFRESH_MARGIN(self) -> float:  # noqa: N802
-        return _seconds(self.get("REFRESH_MARGIN"))
-
-    @property
-    def KEEPALIVE_AGE(self) -> float:  # noqa: N802
-        return _seconds(self.get("KEEPALIVE_AGE"))
-
-    @property
-    def SCHEDULE_MINUTES(self) -> int:  # noqa: N802
-        return int(self.get("SCHEDULE_MINUTES"))
-
-    @property
-    def HTTP_TIMEOUT(self) -> float:  # noqa: N802
-        return _seconds(self.get("HTTP_TIMEOUT"))
-
-    @property
-    def STATE_MAX_AGE(self) -> float:  # noqa: N802
-        return _seconds(self.get("STATE_MAX_AGE"))
-
-    @property
-    def LOGIN_URL(self) -> str | None:  # noqa: N802
-        return self.get("LOGIN_URL")
-
-    @property
-    def RECENT_USE_WINDOW(self) -> float:  # noqa: N802
-        return _seconds(self.get("RECENT_USE_WINDOW"))
-
-    @property
-    def SWEEP_CONCURRENCY(self) -> int:  # noqa: N802
-        return max(1, int(self.get("SWEEP_CONCURRENCY")))
-
-    @property
-    def SWEEP_CHUNK_SIZE(self) -> int:  # noqa: N802
-        return max(1, int(self.get("SWEEP_CHUNK_SIZE")))
-
-    @property
-    def BACKOFF_BASE(self) -> float:  # noqa: N802
-        return _seconds(self.get("BACKOFF_BASE"))
-
-    @property
-    def BACKOFF_MAX(self) -> float:  # noqa: N802
-        return _seconds(self.get("BACKOFF_MAX"))
-
-    @property
-    def EXPIRY_WARNING_WINDOW(self) -> float:  # noqa: N802
-        return _seconds(self.get("EXPIRY_WARNING_WINDOW"))
-
-    @property
-    def MINOR_VERSION(self) -> int:  # noqa: N802
-        return int(self.get("MINOR_VERSION"))
-
-    @property
-    def REFRESH_LEASE_TTL(self) -> float:  # noqa: N802
-        """How long a refresh holds the row's lease before another caller may take over.
-
-        Default: long enough for the slowest live holder (the discovery document, a
-        refresh and its one retry, each with a connect and a read timeout) plus slack.
-        """
-        value = self.get("REFRESH_LEASE_TTL")
-        if value is None:
-            return self.HTTP_TIMEOUT * 6 + 30
-        return _seconds(value)
-
-    @property
-    def DISCONNECT_CHECK_INTERVAL(self) -> float:  # noqa: N802
-        """How long one check of Intuit's Disconnect URL answers later visits for the same
-        connection: a forged link visited again and again costs one refresh per interval."""
-        return _seconds(self.get("DISCONNECT_CHECK_INTERVAL"))
-
-
-#: The most calls to Intuit a refresh makes while it holds the lease: the discovery
-#: document (when not cached yet), the refresh, and its one retry with a newer token.
-CALLS_UNDER_LEASE = 3
 
 qb_settings = QBSettings()
+
+#: Every key of ``QB_OAUTH`` with its default (derived from the table).
+DEFAULTS: dict[str, Any] = {s.name: s.default for s in QBSettings.table()}

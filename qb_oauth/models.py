@@ -15,6 +15,9 @@ from django.db.models import BooleanField, Case, Q, Value, When
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .backoff import BackoffMixin
+from .conf import qb_settings
+from .exceptions import ConnectionNotActive, CredentialsMismatch, ReauthorizationRequired
 from .fields import TokenField
 
 
@@ -109,8 +112,6 @@ class QuickBooksConnectionQuerySet(models.QuerySet):
     def due(self, now=None):
         """Active connections of the configured environment that the scheduled sweep should
         refresh now (see qb_oauth.tasks)."""
-        from .conf import qb_settings
-
         now = now or timezone.now()
         margin = now + timedelta(seconds=qb_settings.REFRESH_MARGIN)
         recent = now - timedelta(seconds=qb_settings.RECENT_USE_WINDOW)
@@ -123,8 +124,6 @@ class QuickBooksConnectionQuerySet(models.QuerySet):
     def refreshable(self):
         """Active connections whose tokens this site's keys may use: the configured
         environment and Intuit app (client id). Others are never refreshed or marked lost."""
-        from .conf import qb_settings
-
         return (
             self.active()
             .filter(environment=qb_settings.ENVIRONMENT)
@@ -132,7 +131,7 @@ class QuickBooksConnectionQuerySet(models.QuerySet):
         )
 
 
-class QuickBooksConnection(models.Model):
+class QuickBooksConnection(BackoffMixin, models.Model):
     """One user's connection to one QuickBooks company (realm) in one environment.
 
     Tokens are Fernet-encrypted with ``settings.FERNET_KEYS`` and never appear
@@ -220,15 +219,7 @@ class QuickBooksConnection(models.Model):
     connected_at = models.DateTimeField(_("connected"), default=timezone.now)
     last_refreshed_at = models.DateTimeField(_("last refresh"), null=True, blank=True)
     last_used_at = models.DateTimeField(_("last used"), null=True, blank=True)
-    last_error = models.TextField(_("last error"), blank=True)
-    last_error_at = models.DateTimeField(_("last error at"), null=True, blank=True)
-    consecutive_failures = models.PositiveIntegerField(_("consecutive failures"), default=0)
-    next_attempt_at = models.DateTimeField(
-        _("next attempt"),
-        null=True,
-        blank=True,
-        help_text=_("Backoff after outages: the sweep leaves the connection alone until then."),
-    )
+    # last_error, last_error_at, consecutive_failures, next_attempt_at: BackoffMixin.
     expiry_warning_sent_at = models.DateTimeField(
         _("expiry warning sent"), null=True, blank=True, editable=False
     )
@@ -307,6 +298,38 @@ class QuickBooksConnection(models.Model):
         if annotated is not None:  # QuickBooksConnectionQuerySet.with_token_presence()
             return bool(annotated)
         return bool(self.refresh_token)
+
+    def raise_for_state(self) -> None:
+        """Raise what a caller of a connection in this state must hear: the user must
+        reconnect (``ReauthorizationRequired``), or there is no token at all
+        (``ConnectionNotActive``)."""
+        if self.state == ConnectionState.REAUTH_REQUIRED:
+            raise ReauthorizationRequired(
+                "This QuickBooks connection must be reconnected by its user."
+            )
+        if self.state == ConnectionState.DISCONNECTED:
+            raise ConnectionNotActive("This QuickBooks connection is disconnected.")
+
+    def raise_for_keys(self) -> None:
+        """Refuse a connection whose tokens belong to other keys than the configured ones
+        (``CredentialsMismatch``): another environment, or another Intuit app's client id.
+
+        Intuit would answer ``invalid_grant`` (or refuse a revocation), and the
+        connection would be marked lost for a setting: its state is left as it is.
+        """
+        environment = self.environment
+        if environment and environment != qb_settings.ENVIRONMENT:
+            raise CredentialsMismatch(
+                f"This connection belongs to the {environment} environment; this site "
+                f"is configured for {qb_settings.ENVIRONMENT} (QB_OAUTH['ENVIRONMENT'])."
+            )
+        issued_to = self.client_id
+        if issued_to and issued_to != (qb_settings.CLIENT_ID or ""):
+            raise CredentialsMismatch(
+                f"This connection was made with the keys of another Intuit app (client id "
+                f"{issued_to}); this site is configured with client id "
+                f"{qb_settings.CLIENT_ID} (QB_OAUTH['CLIENT_ID'])."
+            )
 
     def access_token_expired(self, margin: float = 0, now=None) -> bool:
         if not self.access_token or self.access_token_expires_at is None:

@@ -25,11 +25,14 @@ def test_test_settings_are_clean():
         ({**BASE, "ENDPOINTS": {"token": "http://intuit.example.com/token"}}, "qb_oauth.E003"),
         ({**BASE, "DISCOVERY_URL": "http://intuit.example.com/.well-known"}, "qb_oauth.E003"),
         ({**BASE, "CLIENT_SCRET": "typo"}, "qb_oauth.E006"),
-        ({**BASE, "ENDPOINTS": {"tokens": "https://x"}}, "qb_oauth.E006"),
-        ({**BASE, "HTTP_TIMEOUT": 0}, "qb_oauth.E006"),
-        ({**BASE, "REFRESH_MARGIN": -1}, "qb_oauth.E006"),
-        ({**BASE, "SWEEP_CONCURRENCY": "many"}, "qb_oauth.E006"),
-        ({**BASE, "BACKOFF_MAX": None}, "qb_oauth.E006"),
+        ({**BASE, "ENDPOINTS": ["https://x"]}, "qb_oauth.E009"),
+        ({**BASE, "ENDPOINTS": {"tokens": "https://x"}}, "qb_oauth.E010"),
+        ({**BASE, "HTTP_TIMEOUT": 0}, "qb_oauth.E011"),
+        ({**BASE, "REFRESH_MARGIN": -1}, "qb_oauth.E011"),
+        ({**BASE, "SWEEP_CONCURRENCY": "many"}, "qb_oauth.E011"),
+        ({**BASE, "BACKOFF_MAX": None}, "qb_oauth.E011"),
+        ({**BASE, "HTTP_TIMEOUT": float("nan")}, "qb_oauth.E011"),
+        ({**BASE, "SCOPES": 42}, "qb_oauth.E011"),
         ({**BASE, "REDIRECT_URI": "http://site.example.com/cb/"}, "qb_oauth.W003"),
     ],
 )
@@ -58,7 +61,36 @@ def test_non_loopback_http_is_refused_even_with_debug(settings):
 
 def test_qb_oauth_must_be_a_dict(settings):
     settings.QB_OAUTH = ["nope"]
-    assert ids() == ["qb_oauth.E006"]
+    assert ids() == ["qb_oauth.E008"]
+
+
+def test_one_id_per_problem(settings):
+    # E006 once meant five things; each problem has its own id now, and one setting's bad
+    # value does not hide another's.
+    settings.QB_OAUTH = {
+        **BASE,
+        "TYPO": 1,
+        "ENDPOINTS": {"tokens": "https://x"},
+        "HTTP_TIMEOUT": "soon",
+        "SWEEP_CHUNK_SIZE": 0,
+    }
+    messages = [m for m in run_checks() if m.id.startswith("qb_oauth.")]
+    assert sorted(m.id for m in messages) == [
+        "qb_oauth.E006",
+        "qb_oauth.E010",
+        "qb_oauth.E011",
+        "qb_oauth.E011",
+    ]
+    texts = " ".join(m.msg for m in messages)
+    assert "HTTP_TIMEOUT" in texts and "SWEEP_CHUNK_SIZE" in texts
+
+
+def test_every_setting_is_in_the_table_once():
+    from qb_oauth.conf import DEFAULTS, QBSettings
+
+    names = [s.name for s in QBSettings.table()]
+    assert len(names) == len(set(names)) == len(DEFAULTS)
+    assert all(s.__doc__ for s in QBSettings.table())
 
 
 def test_fernet_keys(settings):

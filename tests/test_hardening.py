@@ -33,6 +33,9 @@ from qb_oauth.exceptions import (
     TokensUnreadable,
 )
 from qb_oauth.fields import is_unreadable
+from qb_oauth.lifecycle.lease import Lease
+from qb_oauth.lifecycle.refresh import refresh_holding_lease
+from qb_oauth.lifecycle.unreadable import UNREADABLE_TEXT
 from qb_oauth.models import ConnectionEvent, ConnectionState, EventKind, QuickBooksConnection
 
 from .helpers import (
@@ -312,7 +315,7 @@ def test_a_sweep_reports_the_unreadable_row_and_goes_on(
     assert flagged.next_attempt_at > timezone.now()  # backing off
     assert events(lost, EventKind.TOKENS_UNREADABLE) == 1
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
-        f"Connection {lost.pk}: " + tokens._UNREADABLE_TEXT
+        f"Connection {lost.pk}: " + UNREADABLE_TEXT
     ]
     assert raw_token_columns(lost.pk)[1]  # the ciphertext is kept, should the key come back
     # The user's page says so.
@@ -427,7 +430,7 @@ def test_a_holder_whose_lease_was_taken_over_does_not_mark_a_live_grant(
     intuit.refresh_tokens(held.refresh_token)  # B's call: rotated at Intuit, not stored yet
     with Recorder(signals.reauthorization_required) as reauth:
         with pytest.raises(IntuitUnavailable, match="another caller held the lease"):
-            tokens._refresh_holding_lease(conn, held, tokens._Lease("A", True))
+            refresh_holding_lease(conn, held, Lease("A", True))
     stored = row(conn)
     assert stored.state == ConnectionState.ACTIVE
     assert events(conn, EventKind.REAUTH_REQUIRED) == 0 and not reauth.calls

@@ -14,6 +14,8 @@ from qb_oauth.exceptions import (
     IntuitUnavailable,
     ReauthorizationRequired,
 )
+from qb_oauth.lifecycle.lease import Lease
+from qb_oauth.lifecycle.refresh import mark_reauth_required, refresh_holding_lease
 from qb_oauth.models import ConnectionEvent, ConnectionState, EventKind, QuickBooksConnection
 
 from .marks import requires_postgres
@@ -245,7 +247,7 @@ def test_invalid_grant_after_another_process_rotated_is_not_reauth(
     with pytest.raises(ReauthorizationRequired):
         client.refresh_tokens(old_rt)
     assert row.refresh_token == old_rt
-    tokens._refresh_holding_lease(conn, row, tokens._Lease("x", True))
+    refresh_holding_lease(conn, row, Lease("x", True))
     stored = QuickBooksConnection.objects.get(pk=conn.pk)
     assert stored.state == ConnectionState.ACTIVE
     assert stored.refresh_token == fake_intuit.current_refresh_token(conn.realm_id)
@@ -357,7 +359,7 @@ def test_a_late_refresh_answer_does_not_overwrite_a_reconnect(fake_intuit, user,
     stale_row = QuickBooksConnection.objects.get(pk=conn.pk)
     reconnected = connect_realm(user)  # the user reconnects: new grant, token_version bumped
     assert reconnected.pk == conn.pk
-    tokens._refresh_holding_lease(conn, stale_row, tokens._Lease("lease-ran-out", True))
+    refresh_holding_lease(conn, stale_row, Lease("lease-ran-out", True))
     stored = QuickBooksConnection.objects.get(pk=conn.pk)
     assert stored.refresh_token == reconnected.refresh_token
     assert conn.refresh_token == reconnected.refresh_token  # the caller got the stored tokens
@@ -535,7 +537,7 @@ def test_invalid_grant_is_not_marked_when_newer_tokens_were_stored(
     old_version = conn.token_version
     connect_realm(user)  # a reconnect stores a new grant: token_version moves on
     err = ReauthorizationRequired("Intuit refused the grant (invalid_grant).")
-    assert tokens._mark_reauth_required(conn, old_version, err, owner="x") is False
+    assert mark_reauth_required(conn, old_version, err, owner="x") is False
     stored = QuickBooksConnection.objects.get(pk=conn.pk)
     assert stored.state == ConnectionState.ACTIVE
     assert not stored.events.filter(kind=EventKind.REAUTH_REQUIRED).exists()
