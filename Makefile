@@ -17,7 +17,7 @@ PG_PORT ?= 5432
 help:
 	@echo "make demo    the example site, the fake Intuit and a django-q2 cluster, offline"
 	@echo "make test    the whole suite on SQLite, then on PostgreSQL ($(PG_HOST):$(PG_PORT))"
-	@echo "make lint    ruff and the missing-migrations check"
+	@echo "make lint    ruff, the import contract, mypy and the missing-migrations check"
 	@echo "make bench   the benchmarks (figures printed)"
 	@echo "make tox     the Python x Django matrix"
 
@@ -45,6 +45,8 @@ test-postgres: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check qb_oauth tests benchmarks example_project
+	PYTHONPATH=. $(BIN)/lint-imports
+	PYTHONPATH=. $(BIN)/mypy
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python -m django makemigrations --check --dry-run qb_oauth
 
 bench: $(STAMP)

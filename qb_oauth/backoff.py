@@ -79,6 +79,12 @@ class BackoffMixin(models.Model):
             "next_attempt_at": wait,
         }
 
+    def _backoff_extra_values(self, now: datetime) -> dict[str, Any]:
+        """Other columns a failure touches: ``updated_at`` where the model has one
+        (``QuerySet.update()`` does not apply ``auto_now``)."""
+        names = {f.name for f in self._meta.concrete_fields}
+        return {"updated_at": now} if "updated_at" in names else {}
+
     def backoff_failure(self, error: str, now: datetime) -> int:
         """Count one more failure of this row with its backoff; return the new count.
 
@@ -87,7 +93,8 @@ class BackoffMixin(models.Model):
         """
         rows = type(self)._default_manager.filter(pk=self.pk)
         failures = (rows.values_list("consecutive_failures", flat=True).first() or 0) + 1
-        rows.update(**self.backoff_failure_values(error, now, failures=failures), updated_at=now)
+        values = self.backoff_failure_values(error, now, failures=failures)
+        rows.update(**values, **self._backoff_extra_values(now))
         self.consecutive_failures = failures
         self.last_error = error[:ERROR_LIMIT]
         self.last_error_at = now

@@ -256,10 +256,10 @@ def check_fernet_keys(app_configs=None, **kwargs):
 
 
 @register("qb_oauth")
-def check_installed(app_configs=None, **kwargs):
+def check_installed(app_configs=None, **kwargs) -> list[CheckMessage]:
     from django.apps import apps
 
-    errors = []
+    errors: list[CheckMessage] = []
     if not apps.is_installed("django_q"):
         errors.append(
             Warning(

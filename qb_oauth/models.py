@@ -290,7 +290,7 @@ class QuickBooksConnection(BackoffMixin, models.Model):
 
     @property
     def shown_state_label(self) -> str:
-        return ConnectionState(self.shown_state).label
+        return str(ConnectionState(self.shown_state).label)
 
     @property
     def has_tokens(self) -> bool:

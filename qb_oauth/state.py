@@ -103,7 +103,7 @@ def issue(
         next_url=next_url,
         redirect_uri=redirect_uri,
         scopes=list(scopes),
-        user_id=str(user.pk) if getattr(user, "is_authenticated", False) else None,
+        user_id=_user_id(user),
         realm_id=realm_id,
         created_at=now,
     )
@@ -138,9 +138,7 @@ def consume(request, state: str | None) -> PendingState:
     pending = PendingState(**entry)
     if now - pending.created_at > qb_settings.STATE_MAX_AGE or pending.created_at > now + 60:
         raise StateRefused(EXPIRED, "The callback's state has expired.")
-    user = getattr(request, "user", None)
-    user_id = str(user.pk) if getattr(user, "is_authenticated", False) else None
-    if pending.user_id != user_id:
+    if pending.user_id != _user_id(getattr(request, "user", None)):
         raise StateRefused(OTHER_USER, "The callback's state was issued to another user.")
     return pending
 
@@ -150,3 +148,10 @@ def pending_count(request) -> int:
     states = _pending(request)
     _drop_expired(states, _now())
     return len(states)
+
+
+def _user_id(user: Any) -> str | None:
+    """The signed-in user's pk as text, or None for an anonymous (or missing) user."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    return str(user.pk)

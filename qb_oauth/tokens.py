@@ -306,6 +306,7 @@ def revoke(
 
     lease = leases.acquire_or_wait(connection, done)
     if not lease.acquired:
+        assert lease.row is not None  # a lease not acquired always carries the row
         copy_row(connection, lease.row)
         return connection
     try:

@@ -30,12 +30,37 @@ class Recorder:
         self.signal.disconnect(self)
 
 
-def expire_access(conn: QuickBooksConnection, seconds_ago: int = 10) -> None:
-    """Make the stored access token expired (as time passing would) and reload ``conn``."""
-    QuickBooksConnection.objects.filter(pk=conn.pk).update(
+#: What a refresh may change about a connection's tokens: compared before and after.
+TOKEN_FIELDS = (
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "access_token_expires_at",
+    "refresh_token_expires_at",
+    "refresh_token_hard_expires_at",
+    "token_version",
+    "state",
+)
+
+
+def fields_of(row: QuickBooksConnection) -> dict:
+    return {f: getattr(row, f) for f in TOKEN_FIELDS}
+
+
+def snapshot(conn: QuickBooksConnection | int) -> dict:
+    """The stored :data:`TOKEN_FIELDS` of a connection (given as an object or a pk)."""
+    pk = conn if isinstance(conn, int) else conn.pk
+    return fields_of(QuickBooksConnection.objects.get(pk=pk))
+
+
+def expire_access(conn: QuickBooksConnection | int, seconds_ago: int = 10) -> None:
+    """Make the stored access token expired (as time passing would); an object is reloaded."""
+    pk = conn if isinstance(conn, int) else conn.pk
+    QuickBooksConnection.objects.filter(pk=pk).update(
         access_token_expires_at=timezone.now() - timedelta(seconds=seconds_ago)
     )
-    conn.refresh_from_db()
+    if not isinstance(conn, int):
+        conn.refresh_from_db()
 
 
 def clear_field_key_cache() -> None:

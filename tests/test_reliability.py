@@ -42,22 +42,12 @@ from qb_oauth.exceptions import IntuitUnavailable
 from qb_oauth.models import ConnectionEvent, ConnectionState, EventKind, QuickBooksConnection
 from qb_oauth.testing import Company
 
+from .helpers import expire_access, fields_of, snapshot
 from .reliability_workers import SlotPool, refresh_until_killed, serve
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 CALLBACK = "http://testserver/quickbooks/callback/"
-
-TOKEN_FIELDS = (
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "access_token_expires_at",
-    "refresh_token_expires_at",
-    "refresh_token_hard_expires_at",
-    "token_version",
-    "state",
-)
 
 #: Faults that lose Intuit's answer before Intuit did anything (the request is not processed).
 CLEAN_FAULTS = ("500", "502", "503", "429", "timeout", "reset", "malformed")
@@ -101,20 +91,6 @@ def fast_commits():
         elif db_connection.vendor == "sqlite":
             cursor.execute("PRAGMA synchronous = OFF")
             cursor.execute("PRAGMA journal_mode = MEMORY")
-
-
-def fields_of(row):
-    return {f: getattr(row, f) for f in TOKEN_FIELDS}
-
-
-def snapshot(pk):
-    return fields_of(QuickBooksConnection.objects.get(pk=pk))
-
-
-def expire_access(pk, seconds_ago=10):
-    QuickBooksConnection.objects.filter(pk=pk).update(
-        access_token_expires_at=timezone.now() - timedelta(seconds=seconds_ago)
-    )
 
 
 def false_reauth(fake, pks):

@@ -18,48 +18,10 @@ from qb_oauth.lifecycle.lease import Lease
 from qb_oauth.lifecycle.refresh import mark_reauth_required, refresh_holding_lease
 from qb_oauth.models import ConnectionEvent, ConnectionState, EventKind, QuickBooksConnection
 
+from .helpers import Recorder, expire_access, snapshot
 from .marks import requires_postgres
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-TOKEN_FIELDS = (
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "access_token_expires_at",
-    "refresh_token_expires_at",
-    "refresh_token_hard_expires_at",
-    "token_version",
-    "state",
-)
-
-
-def snapshot(conn):
-    row = QuickBooksConnection.objects.get(pk=conn.pk)
-    return {f: getattr(row, f) for f in TOKEN_FIELDS}
-
-
-def expire_access(conn, seconds_ago=10):
-    QuickBooksConnection.objects.filter(pk=conn.pk).update(
-        access_token_expires_at=timezone.now() - timedelta(seconds=seconds_ago)
-    )
-    conn.refresh_from_db()
-
-
-class Recorder:
-    def __init__(self, signal):
-        self.calls = []
-        self.signal = signal
-
-    def __call__(self, sender, **kwargs):
-        self.calls.append(kwargs)
-
-    def __enter__(self):
-        self.signal.connect(self, weak=False)
-        return self
-
-    def __exit__(self, *exc):
-        self.signal.disconnect(self)
 
 
 def test_connect_stores_tokens_expiries_name_and_event(fake_intuit, user, connect_realm):

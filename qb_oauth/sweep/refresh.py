@@ -84,7 +84,10 @@ def refresh_candidate(
 
 
 def _as_instance(candidate: Candidate) -> QuickBooksConnection:
-    """A connection object holding what :func:`tokens.refresh` reads before it takes the lease."""
+    """A connection object holding what :func:`tokens.refresh` reads before it takes the lease
+    (only for a candidate this sweep claimed a moment ago: its version and environment are
+    known)."""
+    assert candidate.version is not None and candidate.environment is not None
     conn = QuickBooksConnection(
         pk=candidate.pk,
         environment=candidate.environment,

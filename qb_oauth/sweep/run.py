@@ -226,6 +226,7 @@ def _finish_if_done(run_id: int) -> None:
         == 1
     ):
         run = SweepRun.objects.get(pk=run_id)
+        assert run.finished_at is not None  # just set above
         stats = SweepStats(
             run_id=run.pk,
             due=run.due,

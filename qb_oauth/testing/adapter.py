@@ -97,10 +97,10 @@ class FakeIntuitAdapter(BaseAdapter):
         response.encoding = get_encoding_from_headers(response.headers)
         response.raw = io.BytesIO(content)
         response._content = content
-        response._content_consumed = True
+        response._content_consumed = True  # type: ignore[attr-defined]  # as requests does
         response.url = request.url
         response.request = request
-        response.connection = self
+        response.connection = self  # type: ignore[assignment]  # requests reads .close() only
         return response
 
     def close(self) -> None:
@@ -134,9 +134,9 @@ def mounted(fake: FakeIntuit) -> Iterator[FakeIntuitAdapter]:
             original(self, *args, **kwargs)
             self.mount(fake.base_url.rstrip("/") + "/", adapter)
 
-        requests.Session.__init__ = __init__
+        requests.Session.__init__ = __init__  # type: ignore[method-assign]
     try:
         yield adapter
     finally:
         with _patch_lock:
-            requests.Session.__init__ = original
+            requests.Session.__init__ = original  # type: ignore[method-assign]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO
 
 from .fake import FakeIntuit
-from .server import FakeIntuitServer, describe
+from .server import FakeIntuitServer, Writer, describe
 
 DEFAULT_REDIRECT_URIS = (
     "http://localhost:8000/quickbooks/callback/",
@@ -46,7 +45,7 @@ def build(options: dict) -> FakeIntuit:
     )
 
 
-def serve(fake: FakeIntuit, host: str, port: int, out: TextIO = sys.stdout) -> None:
+def serve(fake: FakeIntuit, host: str, port: int, out: Writer = sys.stdout) -> None:
     """Start the server, print how to use it, block until Ctrl-C."""
     server = FakeIntuitServer(fake, host=host, port=port).start()
     try:

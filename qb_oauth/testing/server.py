@@ -15,7 +15,7 @@ import socketserver
 import struct
 import sys
 import threading
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from .errors import DropConnection, Trickle
@@ -24,13 +24,22 @@ if TYPE_CHECKING:
     from .fake import FakeIntuit
 
 
+class Writer(Protocol):
+    """Anything with ``write(text)`` and ``flush()``: a file, ``sys.stdout``, a command's
+    ``self.stdout``."""
+
+    def write(self, text: str, /) -> Any: ...
+
+    def flush(self) -> Any: ...
+
+
 class _ServerHandler(ServerHandler):
     request_handler: _RequestHandler
     _trickled = 0  # bytes of a "trickle" answer written so far
 
     def _write(self, data: bytes) -> None:
         # Every byte of the answer (status line and headers too) goes through here.
-        trickle = self.result
+        trickle = self.result  # type: ignore[attr-defined]  # set by wsgiref's run()
         if not isinstance(trickle, Trickle):
             super()._write(data)
             return
@@ -47,7 +56,7 @@ class _ServerHandler(ServerHandler):
 
     def handle_error(self) -> None:
         exc = sys.exc_info()[1]
-        if isinstance(exc, DropConnection) and not self.headers_sent:
+        if isinstance(exc, DropConnection) and not self.headers_sent:  # type: ignore[attr-defined]
             self.request_handler.drop = exc
             return
         super().handle_error()
@@ -72,10 +81,14 @@ class _RequestHandler(WSGIRequestHandler):
         if not self.parse_request():
             return
         handler = _ServerHandler(
-            self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=True
+            self.rfile,
+            self.wfile,  # type: ignore[arg-type]  # a socket file: typeshed says BufferedIOBase
+            self.get_stderr(),
+            self.get_environ(),
+            multithread=True,
         )
         handler.request_handler = self
-        handler.run(self.server.get_app())
+        handler.run(self.server.get_app())  # type: ignore[attr-defined]  # a WSGIServer
         if self.drop is not None:
             self._drop_connection(self.drop)
 
@@ -186,7 +199,7 @@ class FakeIntuitServer:
         return f"<FakeIntuitServer {state}>"
 
 
-def describe(fake: FakeIntuit, out: TextIO) -> None:
+def describe(fake: FakeIntuit, out: Writer) -> None:
     """Print where the fake is and the ``QB_OAUTH`` setting that points a site at it."""
     out.write(f"Fake Intuit ({fake.environment}) serving at {fake.base_url}\n")
     out.write(f"Discovery URL: {fake.discovery_url_for(fake.environment)}\n")

@@ -114,7 +114,7 @@ class AccountingAPI:
         message = "message=AuthenticationFailed; errorCode=003200; statusCode=401"
         headers = [("WWW-Authenticate", 'Bearer realm="Intuit", error="invalid_token"')]
         if json_wanted:
-            body = {
+            body: dict[str, Any] = {
                 "warnings": None,
                 "intuitObject": None,
                 "fault": {

@@ -55,6 +55,7 @@ class AuthorizeEndpoint:
             outcome = self._authorize_outcome(query, submitted=True)
         if isinstance(outcome, FakeIntuitError):
             raise outcome
+        assert isinstance(outcome, str)  # a submitted consent always ends in a redirect
         return outcome
 
     def _authorize(self, req: Request) -> Response:

@@ -225,7 +225,7 @@ class FakeIntuit(
             return with_tid(self._fault_response(endpoint, kind, req))
         with self._lock:
             resp = self._dispatch(endpoint, req)
-        if kind == "trickle":
+        if kind == "trickle" and fault is not None:
             resp.trickle = fault.seconds
         elif kind:
             raise DropConnection(kind.removesuffix("_after"), self.timeout_seconds, self._sleep)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..clock import FakeClock
 from .records import Grant
@@ -23,14 +23,22 @@ class OpenIDEndpoints:
     _id_tokens: set[str]
     _private_key: Any
     # From FakeIntuit and TokenEndpoint:
-    issuer: str
-    authorization_url: str
-    token_url: str
-    revocation_url: str
-    jwks_url: str
     _env: Callable[[str], str]
     userinfo_url_for: Callable[[str], str]
     _bearer_grant: Callable[[Request], tuple[Grant | None, str]]
+
+    if TYPE_CHECKING:  # FakeIntuit's URLs
+
+        @property
+        def issuer(self) -> str: ...
+        @property
+        def authorization_url(self) -> str: ...
+        @property
+        def token_url(self) -> str: ...
+        @property
+        def revocation_url(self) -> str: ...
+        @property
+        def jwks_url(self) -> str: ...
 
     # ---------------------------------------------------------- discovery
 

@@ -214,7 +214,7 @@ class TokenEndpoint:
                 return empty_response(400)
             token = payload.get("token") if isinstance(payload, dict) else None
         elif req.content_type == "application/x-www-form-urlencoded":
-            token = (req.form().get("token") or [None])[0]
+            token = next(iter(req.form().get("token") or []), None)
         else:
             return empty_response(400)
         if not isinstance(token, str) or not token:
