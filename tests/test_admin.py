@@ -664,7 +664,7 @@ def outcomes(response):
 def test_actions_word_every_outcome_and_summarise_past_the_message_limit(
     admin_user_client, fleet, fake_intuit, monkeypatch, limit
 ):
-    monkeypatch.setattr("qb_oauth.admin.MESSAGE_LIMIT", limit)
+    monkeypatch.setattr("qb_oauth.admin.actions.MESSAGE_LIMIT", limit)
     # The changelist's order, newest first: each action reports the connections in it.
     order = [fleet[n] for n in ("failing", "gone", "reauth", "expiring", "healthy")]
     failing, gone, reauth, expiring, healthy = (str(c) for c in order)
@@ -742,7 +742,7 @@ def test_actions_word_every_outcome_and_summarise_past_the_message_limit(
 
 
 def test_the_summary_of_one_connection_is_singular(admin_user_client, fleet, monkeypatch):
-    monkeypatch.setattr("qb_oauth.admin.MESSAGE_LIMIT", 0)
+    monkeypatch.setattr("qb_oauth.admin.actions.MESSAGE_LIMIT", 0)
     response = admin_user_client.post(tool_url("revoke", fleet["healthy"]), follow=True)
     assert outcomes(response) == [(messages.INFO, "1 of 1 connection revoked and disconnected.")]
 
