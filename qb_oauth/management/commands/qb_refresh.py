@@ -1,12 +1,10 @@
-"""``manage.py qb_refresh``: the scheduled refresh, for sites that run it from cron.
+"""``manage.py qb_refresh``: the scheduled refresh, for sites that run it from cron
+(docs/commands.md).
 
-The same sweep as the django-q2 schedule (:mod:`qb_oauth.sweep`): due
-connections by default, every active one with ``--all``, one with
-``--connection``; ``--dry-run`` lists them (company names without terminal control characters)
-and changes nothing. Refreshes
-here, on ``SWEEP_CONCURRENCY`` threads, unless ``--cluster`` hands the work to
-a running django-q2 cluster. A progress bar on a terminal, a summary line at
-the end. Never prints a token.
+The work is :mod:`qb_oauth.sweep`'s, so cron and the django-q2 schedule pick and
+refresh the same connections the same way; this module only turns options into a
+sweep and prints. Never a token, and no terminal control characters from Intuit's
+strings (:mod:`qb_oauth.management.terminal`).
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from qb_oauth import sweep
 from qb_oauth.conf import qb_settings
 from qb_oauth.management.terminal import terminal_safe
 from qb_oauth.models import ConnectionState, QuickBooksConnection
+from qb_oauth.templatetags.qb_oauth_admin import ago_text
 
 BAR_WIDTH = 30
 
@@ -64,19 +63,6 @@ def _reason(conn: QuickBooksConnection, now, mode: str) -> str:
     if conn.last_refreshed_at is None or conn.last_refreshed_at <= keepalive:
         return "keepalive"
     return "access token expiring"
-
-
-def _when(value, now) -> str:
-    if value is None:
-        return "-"
-    seconds = int((value - now).total_seconds())
-    sign = "in " if seconds >= 0 else ""
-    suffix = "" if seconds >= 0 else " ago"
-    seconds = abs(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{sign}{seconds // size}{unit}{suffix}"
-    return f"{sign}{seconds}s{suffix}"
 
 
 class Command(BaseCommand):
@@ -197,8 +183,8 @@ class Command(BaseCommand):
                 f"{conn.pk:>8}  {terminal_safe(conn.user)}  "
                 f"{terminal_safe(conn.company_name or '-')}  realm {conn.realm_id} "
                 f"({conn.environment})  {_reason(conn, now, mode)}; access token expires "
-                f"{_when(conn.access_token_expires_at, now)}, last refreshed "
-                f"{_when(conn.last_refreshed_at, now)}"
+                f"{ago_text(conn.access_token_expires_at, now) or '-'}, last refreshed "
+                f"{ago_text(conn.last_refreshed_at, now) or '-'}"
                 + ("  [refresh in progress]" if held else "")
             )
         noun = "connection" if count == 1 else "connections"
