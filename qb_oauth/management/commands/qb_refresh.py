@@ -10,9 +10,10 @@ strings (:mod:`qb_oauth.management.terminal`).
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.utils import timezone
 
 from qb_oauth import sweep
@@ -27,7 +28,7 @@ BAR_WIDTH = 30
 class ProgressBar:
     """A one-line ``\\r`` progress bar, redrawn at most ten times a second."""
 
-    def __init__(self, out, interval: float = 0.1) -> None:
+    def __init__(self, out: OutputWrapper, interval: float = 0.1) -> None:
         self.out = out
         self.interval = interval
         self.drawn_at = 0.0
@@ -55,7 +56,7 @@ class ProgressBar:
             self.out.write("")
 
 
-def _reason(conn: QuickBooksConnection, now, mode: str) -> str:
+def _reason(conn: QuickBooksConnection, now: datetime, mode: str) -> str:
     """Why ``conn`` would be refreshed (for the listing only; the sweep uses ``due()``)."""
     if mode != "due":
         return "requested"
@@ -71,7 +72,7 @@ class Command(BaseCommand):
         "--connection PK. --dry-run lists them. For sites that run the refresh from cron."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         which = parser.add_mutually_exclusive_group()
         which.add_argument(
             "--due",
@@ -112,7 +113,7 @@ class Command(BaseCommand):
             "instead of refreshing them here.",
         )
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         mode = "connection" if options["connection"] is not None else options["mode"] or "due"
         pk = options["connection"]
         if options["cluster"] and mode != "due":
@@ -122,7 +123,8 @@ class Command(BaseCommand):
         if mode == "connection":
             self._check_connection(pk)
         if options["dry_run"]:
-            return self._dry_run(mode, pk)
+            self._dry_run(mode, pk)
+            return
 
         progress = None
         if self.stdout.isatty() and not options["cluster"]:

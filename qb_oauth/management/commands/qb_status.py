@@ -1,17 +1,20 @@
-"""``manage.py qb_status``: every connection's state, for operators without the admin.
+"""``manage.py qb_status``: every connection's state, for operators without the admin
+(docs/commands.md).
 
-Prints a table (relative times), or with ``--json`` a list of objects with
-ISO 8601 times for scripts. Never a token: the query reads named columns
-only, and the token columns are not among them. The table shows Intuit's strings
-(company names, last errors) without terminal control characters.
+Never a token: the query reads named columns, the token columns not among them, and
+whether a token is stored comes from the database (``with_token_presence()``). The
+table passes Intuit's strings through :func:`~qb_oauth.management.terminal.terminal_safe`;
+``--json`` needs nothing more, since JSON escapes every control character.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from qb_oauth.management.terminal import terminal_safe
@@ -76,7 +79,7 @@ class Command(BaseCommand):
         "Filter with --state, --user and --expiring-within; --json for scripts."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--state",
             action="append",
@@ -97,7 +100,7 @@ class Command(BaseCommand):
             "--json", action="store_true", help="Print a JSON list with ISO 8601 times."
         )
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         username = f"user__{get_user_model().USERNAME_FIELD}"
         qs = QuickBooksConnection.objects.with_token_presence()
         if options["state"]:
@@ -139,10 +142,10 @@ class Command(BaseCommand):
         out["refresh_token_stored"] = row["qb_has_refresh_token"]
         return out
 
-    def _cell(self, row: dict, key: str, now) -> str:
+    def _cell(self, row: dict, key: str, now: datetime) -> str:
         return terminal_safe(self._text(row, key, now))
 
-    def _text(self, row: dict, key: str, now) -> str:
+    def _text(self, row: dict, key: str, now: datetime) -> str:
         value = row[key]
         if key.startswith(("access_token", "refresh_token")) and not row[_STORED[key]]:
             return "-"  # the token is gone: its old expiry means nothing
@@ -162,7 +165,7 @@ class Command(BaseCommand):
         headers = [h for h, _k in COLUMNS]
         widths = [max(len(x) for x in col) for col in zip(headers, *cells, strict=True)]
 
-        def line(values):
+        def line(values: list[str]) -> str:
             return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
 
         self.stdout.write(line(headers))
