@@ -8,6 +8,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.contrib import messages
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.db import connection as db_connection
@@ -649,6 +650,101 @@ def test_revoke_action_leaves_a_connection_of_other_keys_alone(admin_user_client
         before.refresh_token,
         before.token_version,
     )
+
+
+def outcomes(response):
+    """(level, text) of each message, Intuit's random transaction ids made constant."""
+    return [
+        (m.level, re.sub(r"intuit_tid=[\w-]+", "intuit_tid=?", str(m)))
+        for m in response.context["messages"]
+    ]
+
+
+@pytest.mark.parametrize("limit", [5, 4])
+def test_actions_word_every_outcome_and_summarise_past_the_message_limit(
+    admin_user_client, fleet, fake_intuit, monkeypatch, limit
+):
+    monkeypatch.setattr("qb_oauth.admin.actions.MESSAGE_LIMIT", limit)
+    # The changelist's order, newest first: each action reports the connections in it.
+    order = [fleet[n] for n in ("failing", "gone", "reauth", "expiring", "healthy")]
+    failing, gone, reauth, expiring, healthy = (str(c) for c in order)
+    other_env = (
+        "This connection belongs to the production environment; this site is configured for "
+        "sandbox (QB_OAUTH['ENVIRONMENT'])."
+    )
+    lost = "This QuickBooks connection must be reconnected by its user."
+
+    def act(action):
+        data = {"action": action, "_selected_action": [c.pk for c in order], "post": "yes"}
+        return outcomes(admin_user_client.post(reverse(CHANGELIST), data, follow=True))
+
+    def expect(each, summary):
+        return each if limit >= len(each) else [*each[:limit], (messages.INFO, summary)]
+
+    fake_intuit.inject_fault("token", "503")  # the first refresh: "failing"
+    assert act("refresh_now") == expect(
+        [
+            (
+                messages.ERROR,
+                f"{failing}: Intuit unavailable, nothing changed (Intuit's token endpoint "
+                "answered HTTP 503. (intuit_tid=?))",
+            ),
+            (messages.WARNING, f"{gone}: disconnected, nothing to refresh"),
+            (messages.WARNING, f"{reauth}: needs reconnecting by its owner ({lost})"),
+            (messages.ERROR, f"{expiring}: refresh failed ({other_env})"),
+            (
+                messages.SUCCESS,
+                f"{healthy}: refreshed; the new access token expires in 59 min",
+            ),
+        ],
+        "1 refreshed, 1 need reconnecting, 1 Intuit unavailable, 2 other failures.",
+    )
+
+    fake_intuit.inject_fault("api", "503")  # the first check: "failing"
+    checked = act("check_connection")
+    assert checked[0][0] == messages.ERROR
+    assert checked[0][1].startswith(f"{failing}: check failed (") and "503" in checked[0][1]
+    assert checked == expect(
+        [
+            checked[0],
+            (
+                messages.WARNING,
+                f"{gone}: check failed (This QuickBooks connection is disconnected.)",
+            ),
+            (messages.WARNING, f"{reauth}: check failed ({lost})"),
+            (messages.WARNING, f"{expiring}: check failed ({other_env})"),
+            (
+                messages.SUCCESS,
+                f"{healthy}: connection works; QuickBooks names the company “Sandbox Company US 1”",
+            ),
+        ],
+        "1 of 5 connections work.",
+    )
+
+    fake_intuit.inject_fault("revoke", "503")  # the first revoke: "failing"
+    revoked = act("revoke_and_disconnect")
+    assert revoked[0][0] == messages.ERROR
+    assert revoked[0][1].startswith(f"{failing}: not disconnected, the tokens are kept (")
+    assert revoked == expect(
+        [
+            revoked[0],
+            (messages.SUCCESS, f"{gone}: revoked at Intuit and disconnected"),
+            (messages.SUCCESS, f"{reauth}: revoked at Intuit and disconnected"),
+            (messages.ERROR, f"{expiring}: not disconnected, the tokens are kept ({other_env})"),
+            (messages.SUCCESS, f"{healthy}: revoked at Intuit and disconnected"),
+        ],
+        "3 of 5 connections revoked and disconnected.",
+    )
+    assert LogEntry.objects.filter(change_message="Refreshed the tokens at Intuit.").count() == 1
+    assert (
+        LogEntry.objects.filter(change_message="Revoked at Intuit and disconnected.").count() == 3
+    )
+
+
+def test_the_summary_of_one_connection_is_singular(admin_user_client, fleet, monkeypatch):
+    monkeypatch.setattr("qb_oauth.admin.actions.MESSAGE_LIMIT", 0)
+    response = admin_user_client.post(tool_url("revoke", fleet["healthy"]), follow=True)
+    assert outcomes(response) == [(messages.INFO, "1 of 1 connection revoked and disconnected.")]
 
 
 def test_custom_urls_refuse_get_where_a_post_is_needed(admin_user_client, fleet):

@@ -68,6 +68,8 @@ def test_dry_run_lists_and_changes_nothing(conns, fake_intuit):
     lines = out.strip().splitlines()
     assert len(lines) == 3
     assert "Cron Company 0" in lines[0] and "keepalive" in lines[0]
+    # Relative times as the admin and qb_status write them.
+    assert "access token expires in 59 min, last refreshed 2 days ago" in lines[0]
     assert "Cron Company 1" in lines[1]
     assert lines[-1] == "Dry run: 2 connections would be refreshed; nothing was changed."
     for conn in conns:

@@ -122,6 +122,42 @@ def test_json(conns, fake_intuit):
     assert_no_tokens(text, fake_intuit)
 
 
+def test_json_keys_are_exactly_these_in_this_order(conns):
+    data = json.loads(run("--json"))
+    assert {tuple(d) for d in data} == {
+        (
+            "owner",
+            "id",
+            "company_name",
+            "realm_id",
+            "environment",
+            "state",
+            "access_token_expires_at",
+            "refresh_token_expires_at",
+            "refresh_token_hard_expires_at",
+            "connected_at",
+            "last_refreshed_at",
+            "last_used_at",
+            "consecutive_failures",
+            "last_error",
+            "last_error_at",
+            "client_id",
+            "tokens_unreadable_at",
+            "state_label",
+            "tokens_unreadable",
+            "access_token_stored",
+            "refresh_token_stored",
+        )
+    }
+    stored = {d["id"]: (d["access_token_stored"], d["refresh_token_stored"]) for d in data}
+    assert stored == {
+        conns["healthy"].pk: (True, True),
+        conns["expiring"].pk: (True, True),
+        conns["broken"].pk: (True, True),
+        conns["gone"].pk: (False, False),
+    }
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

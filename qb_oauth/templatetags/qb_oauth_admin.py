@@ -1,8 +1,8 @@
-"""Relative times and expiry styles for the admin and ``qb_status``.
+"""Relative times and expiry styles for the admin and the management commands.
 
 ``{% load qb_oauth_admin %}`` gives ``{{ value|qb_ago }}`` (a relative time
 with the absolute one on hover). The plain functions are shared with
-:mod:`qb_oauth.admin` and the ``qb_status`` command, so both say the same thing.
+:mod:`qb_oauth.admin`, ``qb_status`` and ``qb_refresh``, so all say the same thing.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from django import template
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -45,26 +46,23 @@ def humanize_seconds(seconds: float) -> str:
     return ngettext("%(n)d year", "%(n)d years", years) % {"n": years}
 
 
-def expiry_text(value: datetime | None, now: datetime | None = None) -> str:
-    """``expires in 37 min`` or ``expired 2 h ago``; empty for None."""
+def _relative(value: datetime | None, now: datetime | None, ahead: str, past: str) -> str:
+    """``ahead`` or ``past`` (each with ``%(d)s``), by the side of now ``value`` is on; now
+    itself counts as past, so a token expiring this second reads as expired."""
     if value is None:
         return ""
-    now = now or timezone.now()
-    delta = (value - now).total_seconds()
-    if delta > 0:
-        return _("expires in %(d)s") % {"d": humanize_seconds(delta)}
-    return _("expired %(d)s ago") % {"d": humanize_seconds(delta)}
+    delta = (value - (now or timezone.now())).total_seconds()
+    return (ahead if delta > 0 else past) % {"d": humanize_seconds(delta)}
+
+
+def expiry_text(value: datetime | None, now: datetime | None = None) -> str:
+    """``expires in 37 min`` or ``expired 2 h ago``; empty for None."""
+    return _relative(value, now, _("expires in %(d)s"), _("expired %(d)s ago"))
 
 
 def ago_text(value: datetime | None, now: datetime | None = None) -> str:
     """``2 h ago`` (or ``in 5 min`` for a time still ahead); empty for None."""
-    if value is None:
-        return ""
-    now = now or timezone.now()
-    delta = (value - now).total_seconds()
-    if delta > 0:
-        return _("in %(d)s") % {"d": humanize_seconds(delta)}
-    return _("%(d)s ago") % {"d": humanize_seconds(delta)}
+    return _relative(value, now, _("in %(d)s"), _("%(d)s ago"))
 
 
 def absolute(value: datetime | None) -> str:
@@ -86,7 +84,7 @@ def expiry_level(value: datetime | None, now: datetime | None = None) -> str:
     return ""
 
 
-def time_html(text: str, value: datetime | None, level: str = ""):
+def time_html(text: str, value: datetime | None, level: str = "") -> SafeString | None:
     """A relative time in a span whose title holds the absolute time."""
     if value is None:
         return None
@@ -95,7 +93,7 @@ def time_html(text: str, value: datetime | None, level: str = ""):
 
 
 @register.filter
-def qb_ago(value: datetime | None):
+def qb_ago(value: datetime | None) -> SafeString | str:
     """``{{ event.at|qb_ago }}``: ``3 h ago`` with the absolute time on hover."""
     if value is None:
         return ""

@@ -1,26 +1,26 @@
-"""``manage.py qb_refresh``: the scheduled refresh, for sites that run it from cron.
+"""``manage.py qb_refresh``: the scheduled refresh, for sites that run it from cron
+(docs/commands.md).
 
-The same sweep as the django-q2 schedule (:mod:`qb_oauth.sweep`): due
-connections by default, every active one with ``--all``, one with
-``--connection``; ``--dry-run`` lists them (company names without terminal control characters)
-and changes nothing. Refreshes
-here, on ``SWEEP_CONCURRENCY`` threads, unless ``--cluster`` hands the work to
-a running django-q2 cluster. A progress bar on a terminal, a summary line at
-the end. Never prints a token.
+The work is :mod:`qb_oauth.sweep`'s, so cron and the django-q2 schedule pick and
+refresh the same connections the same way; this module only turns options into a
+sweep and prints. Never a token, and no terminal control characters from Intuit's
+strings (:mod:`qb_oauth.management.terminal`).
 """
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.utils import timezone
 
 from qb_oauth import sweep
 from qb_oauth.conf import qb_settings
 from qb_oauth.management.terminal import terminal_safe
 from qb_oauth.models import ConnectionState, QuickBooksConnection
+from qb_oauth.templatetags.qb_oauth_admin import ago_text
 
 BAR_WIDTH = 30
 
@@ -28,7 +28,7 @@ BAR_WIDTH = 30
 class ProgressBar:
     """A one-line ``\\r`` progress bar, redrawn at most ten times a second."""
 
-    def __init__(self, out, interval: float = 0.1) -> None:
+    def __init__(self, out: OutputWrapper, interval: float = 0.1) -> None:
         self.out = out
         self.interval = interval
         self.drawn_at = 0.0
@@ -56,7 +56,7 @@ class ProgressBar:
             self.out.write("")
 
 
-def _reason(conn: QuickBooksConnection, now, mode: str) -> str:
+def _reason(conn: QuickBooksConnection, now: datetime, mode: str) -> str:
     """Why ``conn`` would be refreshed (for the listing only; the sweep uses ``due()``)."""
     if mode != "due":
         return "requested"
@@ -66,26 +66,13 @@ def _reason(conn: QuickBooksConnection, now, mode: str) -> str:
     return "access token expiring"
 
 
-def _when(value, now) -> str:
-    if value is None:
-        return "-"
-    seconds = int((value - now).total_seconds())
-    sign = "in " if seconds >= 0 else ""
-    suffix = "" if seconds >= 0 else " ago"
-    seconds = abs(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{sign}{seconds // size}{unit}{suffix}"
-    return f"{sign}{seconds}s{suffix}"
-
-
 class Command(BaseCommand):
     help = (
         "Refresh QuickBooks connections now: the due ones (default), --all active ones, or "
         "--connection PK. --dry-run lists them. For sites that run the refresh from cron."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         which = parser.add_mutually_exclusive_group()
         which.add_argument(
             "--due",
@@ -126,7 +113,7 @@ class Command(BaseCommand):
             "instead of refreshing them here.",
         )
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         mode = "connection" if options["connection"] is not None else options["mode"] or "due"
         pk = options["connection"]
         if options["cluster"] and mode != "due":
@@ -136,7 +123,8 @@ class Command(BaseCommand):
         if mode == "connection":
             self._check_connection(pk)
         if options["dry_run"]:
-            return self._dry_run(mode, pk)
+            self._dry_run(mode, pk)
+            return
 
         progress = None
         if self.stdout.isatty() and not options["cluster"]:
@@ -197,8 +185,8 @@ class Command(BaseCommand):
                 f"{conn.pk:>8}  {terminal_safe(conn.user)}  "
                 f"{terminal_safe(conn.company_name or '-')}  realm {conn.realm_id} "
                 f"({conn.environment})  {_reason(conn, now, mode)}; access token expires "
-                f"{_when(conn.access_token_expires_at, now)}, last refreshed "
-                f"{_when(conn.last_refreshed_at, now)}"
+                f"{ago_text(conn.access_token_expires_at, now) or '-'}, last refreshed "
+                f"{ago_text(conn.last_refreshed_at, now) or '-'}"
                 + ("  [refresh in progress]" if held else "")
             )
         noun = "connection" if count == 1 else "connections"

@@ -1,18 +1,20 @@
-"""``manage.py qb_status``: every connection's state, for operators without the admin.
+"""``manage.py qb_status``: every connection's state, for operators without the admin
+(docs/commands.md).
 
-Prints a table (relative times), or with ``--json`` a list of objects with
-ISO 8601 times for scripts. Never a token: the query reads named columns
-only, and the token columns are not among them. The table shows Intuit's strings
-(company names, last errors) without terminal control characters.
+Never a token: the query reads named columns, the token columns not among them, and
+whether a token is stored comes from the database (``with_token_presence()``). The
+table passes Intuit's strings through :func:`~qb_oauth.management.terminal.terminal_safe`;
+``--json`` needs nothing more, since JSON escapes every control character.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
-from django.db.models import BooleanField, Case, Value, When
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from qb_oauth.management.terminal import terminal_safe
@@ -55,12 +57,15 @@ COLUMNS = (
 )
 
 ERROR_WIDTH = 50
-_STORED = {
-    "access_token_expires_at": "access_token_stored",
-    "refresh_token_expires_at": "refresh_token_stored",
-    "refresh_token_hard_expires_at": "refresh_token_stored",
-}
 COMPANY_WIDTH = 30
+
+#: Whether the token an expiry belongs to is stored: the annotations of
+#: ``with_token_presence()``, a database IS NULL test, so no token is read.
+_STORED = {
+    "access_token_expires_at": "qb_has_access_token",
+    "refresh_token_expires_at": "qb_has_refresh_token",
+    "refresh_token_hard_expires_at": "qb_has_refresh_token",
+}
 
 
 def _short(text: str, width: int) -> str:
@@ -74,7 +79,7 @@ class Command(BaseCommand):
         "Filter with --state, --user and --expiring-within; --json for scripts."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--state",
             action="append",
@@ -95,33 +100,25 @@ class Command(BaseCommand):
             "--json", action="store_true", help="Print a JSON list with ISO 8601 times."
         )
 
-    def handle(self, *args, **options):
-        qs = QuickBooksConnection.objects.all()
+    def handle(self, *args: Any, **options: Any) -> None:
+        username = f"user__{get_user_model().USERNAME_FIELD}"
+        qs = QuickBooksConnection.objects.with_token_presence()
         if options["state"]:
             qs = qs.filter(state__in=options["state"])
         if options["user"]:
-            username_field = get_user_model().USERNAME_FIELD
-            qs = qs.filter(**{f"user__{username_field}": options["user"]})
+            qs = qs.filter(**{username: options["user"]})
         if options["expiring_within"] is not None:
             try:
                 seconds = expiry_window_seconds(options["expiring_within"])
             except ValueError as err:
                 raise CommandError(f"--expiring-within: {err}") from None
-            # Only live refresh tokens: a disconnected connection keeps its old expiry dates.
-            qs = qs.refresh_expiring_within(seconds).filter(refresh_token__isnull=False)
+            # Live refresh tokens only (the queryset's own test): a disconnected connection
+            # keeps its old expiry dates.
+            qs = qs.refresh_expiring_within(seconds)
         if options["failing"]:
             qs = qs.failing()
-        username = f"user__{get_user_model().USERNAME_FIELD}"
-        # Whether a token is stored, from the database (IS NULL): no token is read.
-        stored = {
-            f"{name}_stored": Case(
-                When(**{f"{name}__isnull": True}, then=Value(False)),
-                default=Value(True),
-                output_field=BooleanField(),
-            )
-            for name in ("access_token", "refresh_token")
-        }
-        rows = list(qs.order_by("pk").annotate(**stored).values(*FIELDS, *stored, username))
+        flags = dict.fromkeys(_STORED.values())  # each once, in order
+        rows = list(qs.order_by("pk").values(*FIELDS, *flags, username))
         for row in rows:
             row["owner"] = str(row.pop(username))
 
@@ -141,14 +138,14 @@ class Command(BaseCommand):
             out[key] = value.isoformat() if hasattr(value, "isoformat") else value
         out["state_label"] = str(ConnectionState(row["state"]).label)
         out["tokens_unreadable"] = row["tokens_unreadable_at"] is not None
-        out["access_token_stored"] = row["access_token_stored"]
-        out["refresh_token_stored"] = row["refresh_token_stored"]
+        out["access_token_stored"] = row["qb_has_access_token"]
+        out["refresh_token_stored"] = row["qb_has_refresh_token"]
         return out
 
-    def _cell(self, row: dict, key: str, now) -> str:
+    def _cell(self, row: dict, key: str, now: datetime) -> str:
         return terminal_safe(self._text(row, key, now))
 
-    def _text(self, row: dict, key: str, now) -> str:
+    def _text(self, row: dict, key: str, now: datetime) -> str:
         value = row[key]
         if key.startswith(("access_token", "refresh_token")) and not row[_STORED[key]]:
             return "-"  # the token is gone: its old expiry means nothing
@@ -168,7 +165,7 @@ class Command(BaseCommand):
         headers = [h for h, _k in COLUMNS]
         widths = [max(len(x) for x in col) for col in zip(headers, *cells, strict=True)]
 
-        def line(values):
+        def line(values: list[str]) -> str:
             return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
 
         self.stdout.write(line(headers))

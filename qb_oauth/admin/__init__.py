@@ -1,0 +1,36 @@
+"""The admin: state, history and actions, never a token (docs/admin.md).
+
+Django's autodiscovery imports this package; importing :mod:`.connections` and
+:mod:`.history` registers the admins:
+
+- :mod:`.connections`: the connection changelist and change page;
+- :mod:`.filters`: its refresh-expiry and failing filters;
+- :mod:`.actions`: refresh now, check, revoke and disconnect, as actions and buttons;
+- :mod:`.history`: connection events and sweep runs, read-only.
+"""
+
+from .actions import MESSAGE_LIMIT, ConnectionActionsAdmin, Operation
+from .connections import (
+    EVENT_LIMIT,
+    FAILURE_KINDS,
+    INTERNAL_FIELDS,
+    TOKEN_FIELDS,
+    QuickBooksConnectionAdmin,
+)
+from .filters import FailingFilter, RefreshExpiringFilter
+from .history import ConnectionEventAdmin, SweepRunAdmin
+
+__all__ = [
+    "EVENT_LIMIT",
+    "FAILURE_KINDS",
+    "INTERNAL_FIELDS",
+    "MESSAGE_LIMIT",
+    "TOKEN_FIELDS",
+    "ConnectionActionsAdmin",
+    "ConnectionEventAdmin",
+    "FailingFilter",
+    "Operation",
+    "QuickBooksConnectionAdmin",
+    "RefreshExpiringFilter",
+    "SweepRunAdmin",
+]

@@ -1,0 +1,35 @@
+"""The web flow: the user's companies, Connect to QuickBooks, the callback, disconnect,
+and the landing pages of Intuit's Disconnect and Reconnect URLs (docs/web-flow.md).
+
+Views only call :mod:`qb_oauth.tokens` (which writes tokens) and
+:mod:`qb_oauth.client` (which builds Intuit's URL); every failure becomes a
+page or a message, never a 500, and nothing stored changes unless the
+operation succeeded. No token ever reaches a template, a message or a log.
+
+``qb_oauth.urls`` and sites import the views from here; where each one lives:
+
+- :mod:`.common`: what every page shares (login, the error page, configuration mistakes,
+  the checks on ``next`` and realm ids);
+- :mod:`.flow`: ``connect`` and ``callback``;
+- :mod:`.companies`: ``connections`` and ``disconnect``;
+- :mod:`.intuit_urls`: ``intuit_disconnect`` and ``reconnect``.
+"""
+
+from .common import logger, login_required
+
+# The name docs/security.md gives the open-redirect check; kept until it names .common.
+from .common import safe_next as _safe_next  # noqa: F401
+from .companies import connections, disconnect
+from .flow import callback, connect
+from .intuit_urls import intuit_disconnect, reconnect
+
+__all__ = [
+    "callback",
+    "connect",
+    "connections",
+    "disconnect",
+    "intuit_disconnect",
+    "logger",
+    "login_required",
+    "reconnect",
+]
