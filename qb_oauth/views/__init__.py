@@ -16,9 +16,6 @@ operation succeeded. No token ever reaches a template, a message or a log.
 """
 
 from .common import logger, login_required
-
-# The name docs/security.md gives the open-redirect check; kept until it names .common.
-from .common import safe_next as _safe_next  # noqa: F401
 from .companies import connections, disconnect
 from .flow import callback, connect
 from .intuit_urls import intuit_disconnect, reconnect
