@@ -72,7 +72,7 @@ class QuickBooksSession(requests.Session):
 
     def __init__(self, connection: QuickBooksConnection, *, actor=None):
         super().__init__()
-        client._prepare(self)
+        client.prepare_session(self)
         self.connection = connection
         self.actor = actor
         self.base_url = (
@@ -131,12 +131,12 @@ class QuickBooksSession(requests.Session):
                         method, url, *args, params=params, headers=headers, **kwargs
                     )
                 except requests.RequestException as err:
-                    raise client._network_error(
+                    raise client.network_error(
                         err, "Accounting API", timed_out=deadline.expired
                     ) from None
             if deadline.expired:  # the answer was cut short
                 response.close()
-                raise client._timed_out("Accounting API")
+                raise client.timeout_error("Accounting API")
             return response
 
         response = send(get_access_token(self.connection))
@@ -149,10 +149,13 @@ class QuickBooksSession(requests.Session):
         return response
 
     def json_or_raise(self, response: requests.Response, what: str = "answer") -> dict:
-        """The JSON body of a successful answer, or the matching QuickBooksError."""
-        if response.status_code != 200:
-            raise client._unavailable_or_error(response, f"Accounting API ({what})")
-        data = client._json(response, what)
+        """The JSON body of a successful answer, or the matching QuickBooksError.
+
+        The same classification as the client's own calls
+        (:func:`qb_oauth.client.raise_for_status`). See docs/usage.md.
+        """
+        client.raise_for_status(response, f"Accounting API ({what})")
+        data = client.json_body(response, what)
         if not isinstance(data, dict):
             raise IntuitUnavailable(f"Malformed {what}.")
         return data

@@ -62,7 +62,7 @@ def test_exchange_sends_user_agent_and_hard_expiry_header(fake_intuit):
     assert tokens.refresh_token_hard_expires_in and tokens.refresh_token_hard_expires_in > 0
     assert tokens.intuit_tid
     assert tokens.access_token not in repr(tokens) and tokens.refresh_token not in repr(tokens)
-    sent = client._send(client.http_session(), "GET", fake_intuit.discovery_url)
+    sent = client.send(client.http_session(), "GET", fake_intuit.discovery_url)
     assert sent.request.headers["User-Agent"].startswith(f"qb_oauth/{__version__} ")
 
 
