@@ -45,6 +45,7 @@ from .oauth import (
 )
 from .responses import (
     intuit_tid,
+    is_outage,
     json_body,
     network_error,
     raise_for_status,
@@ -74,6 +75,7 @@ __all__ = [
     "exchange_code",
     "http_session",
     "intuit_tid",
+    "is_outage",
     "json_body",
     "network_error",
     "oauth_session",

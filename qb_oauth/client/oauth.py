@@ -33,6 +33,7 @@ from .endpoints import endpoints
 from .responses import (
     error_code,
     intuit_tid,
+    is_outage,
     json_body,
     network_error,
     raise_for_status,
@@ -179,7 +180,7 @@ def _check_token_response(response: requests.Response) -> requests.Response:
     """Compliance hook: classify the token endpoint's answer before oauthlib parses it."""
     status = response.status_code
     tid = intuit_tid(response)
-    if status == 429 or status >= 500:
+    if is_outage(status):
         raise IntuitUnavailable(
             f"Intuit's token endpoint answered HTTP {status}.", intuit_tid=tid, status=status
         )

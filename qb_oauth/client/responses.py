@@ -19,6 +19,7 @@ from ..exceptions import IntuitError, IntuitUnavailable, QuickBooksError
 __all__ = [
     "error_code",
     "intuit_tid",
+    "is_outage",
     "json_body",
     "network_error",
     "raise_for_status",
@@ -33,6 +34,15 @@ def intuit_tid(response: requests.Response) -> str | None:
     rewrite or drop; the hyphenated spelling is read too.
     """
     return response.headers.get("intuit_tid") or response.headers.get("intuit-tid")
+
+
+def is_outage(status: int) -> bool:
+    """Whether an HTTP status means "Intuit is busy or down, try later" (429, 5xx).
+
+    Classified by status alone: a 429 has been seen as XML even when JSON was
+    asked for, so the body cannot be relied on.
+    """
+    return status == 429 or status >= 500
 
 
 def json_body(response: requests.Response, what: str) -> dict[str, Any]:
@@ -83,7 +93,7 @@ def _fault_text(response: requests.Response) -> str:
 def _error_for(response: requests.Response, what: str) -> QuickBooksError:
     status = response.status_code
     tid = intuit_tid(response)
-    if status == 429 or status >= 500:
+    if is_outage(status):
         return IntuitUnavailable(
             f"Intuit's {what} answered HTTP {status}.", intuit_tid=tid, status=status
         )
@@ -100,7 +110,7 @@ def raise_for_status(
     """Raise the :class:`~qb_oauth.exceptions.QuickBooksError` for an answer whose
     status is not in ``ok``.
 
-    An outage (429, 5xx) is :class:`IntuitUnavailable`, which callers
+    An outage (:func:`is_outage`) is :class:`IntuitUnavailable`, which callers
     retry; any other status is :class:`IntuitError`, which they do not, with
     Intuit's error code or fault text so the admin can tell a revoked token from
     a wrong realm. Both carry the status and ``intuit_tid``.
