@@ -193,6 +193,17 @@ def token_server(settings):
         yield server
 
 
+def test_each_token_answer_brings_back_its_own_intuit_tid(token_server):
+    token_server.headers = {"Content-Type": "application/json", "intuit_tid": "1-first"}
+    first = client.refresh_tokens("RT1-anything")
+    token_server.headers = {"Content-Type": "application/json", "intuit-tid": "1-second"}
+    second = client.refresh_tokens("RT1-anything")
+    token_server.headers = {"Content-Type": "application/json"}
+    third = client.refresh_tokens("RT1-anything")
+    assert (first.intuit_tid, second.intuit_tid, third.intuit_tid) == ("1-first", "1-second", None)
+    assert first.refresh_token == "RT1-rotated" and first.expires_in == 3600
+
+
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
 def test_an_outage_is_one_rule_for_the_token_endpoint_and_every_other_answer(token_server, status):
     token_server.status = status

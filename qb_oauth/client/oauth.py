@@ -11,13 +11,13 @@ refresh token must be stored first: docs/reliability.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 from oauthlib.oauth2 import InsecureTransportError, OAuth2Error
-from requests_oauthlib import OAuth2Session
 
 from .. import transport
 from ..conf import qb_settings
@@ -39,7 +39,7 @@ from .responses import (
     raise_for_status,
     timeout_error,
 )
-from .sessions import client_auth, http_session, oauth_session, send
+from .sessions import QuickBooksOAuth2Session, client_auth, http_session, oauth_session, send
 
 __all__ = [
     "HARD_EXPIRY_HEADER",
@@ -52,6 +52,10 @@ __all__ = [
 
 #: The request header that makes Intuit report the grant's five-year hard expiry.
 HARD_EXPIRY_HEADER = "x-include-refresh-token-hard-expires-in"
+
+#: The field under which the compliance hook hands the answer's ``intuit_tid`` to
+#: oauthlib, so that it comes back in the token dict with the tokens it belongs to.
+_TID_FIELD = "intuit_tid"
 
 
 @dataclass(frozen=True)
@@ -123,18 +127,18 @@ def revoke_token(token: str) -> None:
 
 @holds_tokens
 def _token_request(
-    session: OAuth2Session,
+    session: QuickBooksOAuth2Session,
     hook: str,
     call: Callable[..., dict[str, Any]],
     **kwargs: Any,
 ) -> TokenResponse:
     """One call to the token endpoint through ``session`` (``fetch_token`` or
     ``refresh_token``), its answer checked by a compliance hook before oauthlib parses it."""
-    session.register_compliance_hook(hook, _token_hook(session))
+    session.register_compliance_hook(hook, _check_token_answer)
     url = endpoints()["token"]
     with call_deadline(qb_settings.HTTP_TIMEOUT) as deadline:
         try:
-            call(
+            token = call(
                 url,
                 auth=client_auth(),
                 timeout=qb_settings.HTTP_TIMEOUT,
@@ -154,7 +158,7 @@ def _token_request(
             raise IntuitError(f"Intuit refused the token request: {err.error}.") from None
         # A complete answer that parsed is kept even if the deadline passed just after it:
         # it may hold a rotated refresh token.
-    return _token_response(session)
+    return _token_response(token)
 
 
 def _token_headers() -> dict[str, str]:
@@ -165,19 +169,27 @@ def _token_headers() -> dict[str, str]:
     }
 
 
-def _token_hook(session: OAuth2Session) -> Callable[[requests.Response], requests.Response]:
-    """A compliance hook that checks the token answer and keeps its ``intuit_tid``."""
+@holds_tokens
+def _check_token_answer(response: requests.Response) -> requests.Response:
+    """Compliance hook: classify the token endpoint's answer before oauthlib parses it,
+    and hand its ``intuit_tid`` on in the body oauthlib parses.
 
-    def hook(response: requests.Response) -> requests.Response:
-        session._qb_last_tid = intuit_tid(response)  # type: ignore[attr-defined]
-        return _check_token_response(response)
-
-    return hook
+    Rewriting the body is what compliance hooks are for (requests-oauthlib's own
+    fixes for other providers do it); it lets the tid come back with the tokens
+    as the return value of ``fetch_token`` / ``refresh_token``, instead of being
+    left on the session for someone to pick up.
+    """
+    data = _token_answer(response)
+    data[_TID_FIELD] = intuit_tid(response)
+    response._content = json.dumps(data).encode()
+    response.encoding = "utf-8"
+    return response
 
 
 @holds_tokens
-def _check_token_response(response: requests.Response) -> requests.Response:
-    """Compliance hook: classify the token endpoint's answer before oauthlib parses it."""
+def _token_answer(response: requests.Response) -> dict[str, Any]:
+    """The token endpoint's answer if it holds usable tokens; otherwise the exception
+    that says what the caller may do about it."""
     status = response.status_code
     tid = intuit_tid(response)
     if is_outage(status):
@@ -213,7 +225,7 @@ def _check_token_response(response: requests.Response) -> requests.Response:
         raise IntuitUnavailable(
             f"Intuit's token response is malformed ({', '.join(problems)}).", intuit_tid=tid
         )
-    return response
+    return data
 
 
 def _is_number(value: Any) -> bool:
@@ -227,8 +239,7 @@ def _is_number(value: Any) -> bool:
 
 
 @holds_tokens
-def _token_response(session: OAuth2Session) -> TokenResponse:
-    token = session.token
+def _token_response(token: Mapping[str, Any]) -> TokenResponse:
     hard = token.get("x_refresh_token_hard_expires_in")
     return TokenResponse(
         access_token=token["access_token"],
@@ -237,7 +248,7 @@ def _token_response(session: OAuth2Session) -> TokenResponse:
         refresh_token_expires_in=int(token["x_refresh_token_expires_in"]),
         refresh_token_hard_expires_in=int(hard) if _is_number(hard) else None,
         id_token=token.get("id_token") or None,
-        intuit_tid=getattr(session, "_qb_last_tid", None),
+        intuit_tid=token.get(_TID_FIELD),
     )
 
 
