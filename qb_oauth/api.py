@@ -25,7 +25,6 @@ from urllib3.util import parse_url
 
 from . import client
 from .conf import qb_settings
-from .deadline import call_deadline
 from .exceptions import IntuitUnavailable
 from .redact import holds_tokens
 
@@ -125,15 +124,10 @@ class QuickBooksSession(requests.Session):
         def send(token: str) -> requests.Response:
             headers["Authorization"] = f"Bearer {token}"
             # HTTP_TIMEOUT bounds the whole call, not only each read (qb_oauth.deadline).
-            with call_deadline(qb_settings.HTTP_TIMEOUT) as deadline:
-                try:
-                    response = super(QuickBooksSession, self).request(
-                        method, url, *args, params=params, headers=headers, **kwargs
-                    )
-                except requests.RequestException as err:
-                    raise client.network_error(
-                        err, "Accounting API", timed_out=deadline.expired
-                    ) from None
+            with client.bounded_call("Accounting API") as deadline:
+                response = super(QuickBooksSession, self).request(
+                    method, url, *args, params=params, headers=headers, **kwargs
+                )
             if deadline.expired:  # the answer was cut short
                 response.close()
                 raise client.timeout_error("Accounting API")

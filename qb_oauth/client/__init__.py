@@ -21,7 +21,7 @@ Every endpoint is https, or plain http to loopback (the fake Intuit), the rule o
 One job a module; everything is imported from here:
 
 * :mod:`~qb_oauth.client.sessions`: how a call goes out (User-Agent, the pooled
-  deadline-aware adapter, the OAuth session, :func:`send`);
+  deadline-aware adapter, the OAuth session, :func:`bounded_call`, :func:`send`);
 * :mod:`~qb_oauth.client.responses`: how an answer is read and classified
   (:func:`raise_for_status`, :func:`json_body`, :func:`intuit_tid`);
 * :mod:`~qb_oauth.client.endpoints`: where Intuit is (discovery, overrides);
@@ -54,6 +54,7 @@ from .responses import (
 from .sessions import (
     USER_AGENT,
     QuickBooksOAuth2Session,
+    bounded_call,
     http_session,
     oauth_session,
     prepare_session,
@@ -68,6 +69,7 @@ __all__ = [
     "TokenResponse",
     "api_base",
     "authorization_url",
+    "bounded_call",
     "clear_discovery_cache",
     "company_info",
     "discovery_document",

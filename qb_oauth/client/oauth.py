@@ -21,7 +21,6 @@ from oauthlib.oauth2 import InsecureTransportError, OAuth2Error
 
 from .. import transport
 from ..conf import qb_settings
-from ..deadline import call_deadline
 from ..exceptions import (
     ImproperlyConfigured,
     IntuitError,
@@ -30,16 +29,15 @@ from ..exceptions import (
 )
 from ..redact import holds_tokens
 from .endpoints import endpoints
-from .responses import (
-    error_code,
-    intuit_tid,
-    is_outage,
-    json_body,
-    network_error,
-    raise_for_status,
-    timeout_error,
+from .responses import error_code, intuit_tid, is_outage, json_body, raise_for_status, timeout_error
+from .sessions import (
+    QuickBooksOAuth2Session,
+    bounded_call,
+    client_auth,
+    http_session,
+    oauth_session,
+    send,
 )
-from .sessions import QuickBooksOAuth2Session, client_auth, http_session, oauth_session, send
 
 __all__ = [
     "HARD_EXPIRY_HEADER",
@@ -136,7 +134,7 @@ def _token_request(
     ``refresh_token``), its answer checked by a compliance hook before oauthlib parses it."""
     session.register_compliance_hook(hook, _check_token_answer)
     url = endpoints()["token"]
-    with call_deadline(qb_settings.HTTP_TIMEOUT) as deadline:
+    with bounded_call("token endpoint") as deadline:
         try:
             token = call(
                 url,
@@ -145,8 +143,6 @@ def _token_request(
                 headers=_token_headers(),
                 **kwargs,
             )
-        except requests.RequestException as err:
-            raise network_error(err, "token endpoint", timed_out=deadline.expired) from None
         except InsecureTransportError:
             # Not Intuit's refusal but oauthlib's, before sending: a configuration problem.
             raise _insecure(url, "token") from None

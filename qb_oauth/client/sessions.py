@@ -3,13 +3,16 @@
 Every session qb_oauth opens to Intuit (its own calls, and the API session of
 :mod:`qb_oauth.api`) is made ready by :func:`prepare_session`, so that all of
 them share one User-Agent and one pool whose connections honour
-:func:`qb_oauth.deadline.call_deadline`, so that ``HTTP_TIMEOUT`` bounds every
-call as a whole (:func:`send`).
+:func:`qb_oauth.deadline.call_deadline`; every call runs inside
+:func:`bounded_call`, so that ``HTTP_TIMEOUT`` bounds it as a whole and its
+failures are our exceptions, never a bare ``requests`` one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -20,7 +23,7 @@ from requests_oauthlib import OAuth2Session
 
 from .. import __version__, transport
 from ..conf import qb_settings
-from ..deadline import DeadlineAdapter, call_deadline
+from ..deadline import CallDeadline, DeadlineAdapter, call_deadline
 from ..exceptions import ImproperlyConfigured
 from ..redact import holds_tokens
 from .responses import network_error, timeout_error
@@ -28,6 +31,7 @@ from .responses import network_error, timeout_error
 __all__ = [
     "USER_AGENT",
     "QuickBooksOAuth2Session",
+    "bounded_call",
     "client_auth",
     "client_id",
     "http_session",
@@ -62,7 +66,7 @@ def prepare_session(session: _S) -> _S:
     """Give ``session`` qb_oauth's User-Agent and its shared, deadline-aware pool.
 
     The connections of a session not prepared here are not watched, so
-    :func:`~qb_oauth.deadline.call_deadline` cannot end a call that trickles, and every new session
+    :func:`bounded_call` cannot end a call that trickles, and every new session
     would pay its own TCP and TLS handshakes. Returns ``session``.
     """
     session.headers["User-Agent"] = USER_AGENT
@@ -76,10 +80,31 @@ def http_session() -> requests.Session:
     return prepare_session(requests.Session())
 
 
+@contextlib.contextmanager
+def bounded_call(what: str) -> Iterator[CallDeadline]:
+    """Bound the calls made inside the block by ``HTTP_TIMEOUT`` as a whole, and turn
+    their ``requests`` failures into :class:`~qb_oauth.exceptions.IntuitUnavailable`.
+
+    ``requests`` times each socket read only; an answer that trickles in would
+    hold a refresh, and the lease of its row, for as long as it liked. The
+    deadline yielded tells whether time ran out: an answer that arrives anyway
+    was cut short and the caller decides what it is worth (a token answer that
+    parsed is kept, it may hold a rotated refresh token). ``what`` names the
+    call in messages.
+
+    Use it inside a function marked :func:`~qb_oauth.redact.holds_tokens` when
+    the call carries a token: the error's context is the failed request.
+    """
+    with call_deadline(qb_settings.HTTP_TIMEOUT) as deadline:
+        try:
+            yield deadline
+        except requests.RequestException as err:
+            raise network_error(err, what, timed_out=deadline.expired) from None
+
+
 @holds_tokens
 def send(session: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
-    """One call to Intuit through ``session``, body read, bounded as a whole by
-    ``HTTP_TIMEOUT`` (connect, send, wait and read).
+    """One call to Intuit through ``session``, body read, within :func:`bounded_call`.
 
     The body is read inside the deadline, so a trickling answer cannot outlast
     it; an answer cut short by the deadline is :class:`IntuitUnavailable`,
@@ -88,12 +113,9 @@ def send(session: requests.Session, method: str, url: str, **kwargs: Any) -> req
     (:func:`~qb_oauth.client.responses.raise_for_status`).
     """
     host = urlsplit(url).netloc or url
-    with call_deadline(qb_settings.HTTP_TIMEOUT) as deadline:
-        try:
-            response = session.request(method, url, timeout=qb_settings.HTTP_TIMEOUT, **kwargs)
-            response.content  # noqa: B018 - read the body inside the deadline
-        except requests.RequestException as err:
-            raise network_error(err, host, timed_out=deadline.expired) from None
+    with bounded_call(host) as deadline:
+        response = session.request(method, url, timeout=qb_settings.HTTP_TIMEOUT, **kwargs)
+        response.content  # noqa: B018 - read the body inside the deadline
     if deadline.expired:
         raise timeout_error(host)
     return response
