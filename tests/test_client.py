@@ -240,3 +240,17 @@ def test_json_body_is_an_object_or_an_outage(token_server):
     token_server.json({"ok": True})
     answer = client.send(client.http_session(), "GET", token_server.url("/object"))
     assert client.json_body(answer, "object") == {"ok": True}
+
+
+@pytest.mark.parametrize(
+    "info, name",
+    [
+        ({"CompanyName": "Craig's Design", "LegalName": "Craig's Design LLC"}, "Craig's Design"),
+        ({"CompanyName": "", "LegalName": "Craig's Design LLC"}, "Craig's Design LLC"),
+        ({"LegalName": "Craig's Design LLC"}, "Craig's Design LLC"),
+        ({"CompanyName": None, "LegalName": None}, ""),
+        ({}, ""),
+    ],
+)
+def test_company_name_is_company_name_then_legal_name(info, name):
+    assert client.company_name(info) == name

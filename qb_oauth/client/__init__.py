@@ -27,12 +27,12 @@ One job a module; everything is imported from here:
 * :mod:`~qb_oauth.client.endpoints`: where Intuit is (discovery, overrides);
 * :mod:`~qb_oauth.client.oauth`: consent URL, code exchange, refresh, revocation;
 * :mod:`~qb_oauth.client.identity`: userinfo and id token verification;
-* :mod:`~qb_oauth.client.accounting`: CompanyInfo.
+* :mod:`~qb_oauth.client.accounting`: CompanyInfo and the company's name.
 """
 
 from __future__ import annotations
 
-from .accounting import company_info
+from .accounting import company_info, company_name
 from .endpoints import api_base, clear_discovery_cache, discovery_document, endpoints
 from .identity import IdentityClaims, userinfo, verify_id_token
 from .oauth import (
@@ -72,6 +72,7 @@ __all__ = [
     "bounded_call",
     "clear_discovery_cache",
     "company_info",
+    "company_name",
     "discovery_document",
     "endpoints",
     "exchange_code",

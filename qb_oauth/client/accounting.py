@@ -1,11 +1,13 @@
 """The slice of the Accounting API the token lifecycle needs: CompanyInfo.
 
 Connecting reads it to prove the new token covers the realm and to name the
-company.
+company; the admin's "check connection" reads it through the API session.
+Both name the company with :func:`company_name`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..conf import qb_settings
@@ -15,7 +17,7 @@ from .endpoints import api_base
 from .responses import intuit_tid, json_body, raise_for_status
 from .sessions import http_session, send
 
-__all__ = ["company_info"]
+__all__ = ["company_info", "company_name"]
 
 
 @holds_tokens
@@ -42,3 +44,13 @@ def company_info(
             "CompanyInfo answer without a CompanyInfo.", intuit_tid=intuit_tid(response)
         )
     return info
+
+
+def company_name(info: Mapping[str, Any]) -> str:
+    """The name to show for a company, from its CompanyInfo entity: ``CompanyName``,
+    else ``LegalName``, else empty.
+
+    One rule wherever a connection is named (when it is made, when it is
+    checked), so the admin and the user see the same name either way.
+    """
+    return str(info.get("CompanyName") or info.get("LegalName") or "")
