@@ -68,7 +68,7 @@ def _shown(where: _Origin) -> str:
 class QuickBooksSession(requests.Session):
     """A ``requests.Session`` for one connection's realm; see the module docstring."""
 
-    def __init__(self, connection: QuickBooksConnection, *, actor=None):
+    def __init__(self, connection: QuickBooksConnection, *, actor: Any = None) -> None:
         super().__init__()
         client.prepare_session(self)
         self.connection = connection
@@ -141,7 +141,7 @@ class QuickBooksSession(requests.Session):
             response = send(self.connection.access_token)
         return response
 
-    def json_or_raise(self, response: requests.Response, what: str = "answer") -> dict:
+    def json_or_raise(self, response: requests.Response, what: str = "answer") -> dict[str, Any]:
         """The JSON body of a successful answer, or the matching QuickBooksError.
 
         The same classification as the client's own calls
