@@ -24,7 +24,7 @@ One job a module; everything is imported from here:
   deadline-aware adapter, the OAuth session, :func:`bounded_call`, :func:`send`);
 * :mod:`~qb_oauth.client.responses`: how an answer is read and classified
   (:func:`raise_for_status`, :func:`json_body`, :func:`intuit_tid`);
-* :mod:`~qb_oauth.client.endpoints`: where Intuit is (discovery, overrides);
+* :mod:`~qb_oauth.client.discovery`: where Intuit is (discovery document, overrides, endpoints);
 * :mod:`~qb_oauth.client.oauth`: consent URL, code exchange, refresh, revocation;
 * :mod:`~qb_oauth.client.identity`: userinfo and id token verification;
 * :mod:`~qb_oauth.client.accounting`: CompanyInfo and the company's name.
@@ -33,7 +33,7 @@ One job a module; everything is imported from here:
 from __future__ import annotations
 
 from .accounting import company_info, company_name
-from .endpoints import api_base, clear_discovery_cache, discovery_document, endpoints
+from .discovery import api_base, clear_discovery_cache, discovery_document, endpoints
 from .identity import IdentityClaims, userinfo, verify_id_token
 from .oauth import (
     HARD_EXPIRY_HEADER,

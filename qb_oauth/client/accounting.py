@@ -13,7 +13,7 @@ from typing import Any
 from ..conf import qb_settings
 from ..exceptions import IntuitUnavailable
 from ..redact import holds_tokens
-from .endpoints import api_base
+from .discovery import api_base
 from .responses import intuit_tid, json_body, raise_for_status
 from .sessions import http_session, send
 

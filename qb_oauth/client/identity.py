@@ -14,7 +14,7 @@ import jwt
 
 from ..exceptions import IntuitError
 from ..redact import holds_tokens
-from .endpoints import endpoints
+from .discovery import endpoints
 from .responses import json_body, raise_for_status
 from .sessions import client_id, http_session, send
 

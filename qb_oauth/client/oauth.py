@@ -28,7 +28,7 @@ from ..exceptions import (
     ReauthorizationRequired,
 )
 from ..redact import holds_tokens
-from .endpoints import endpoints
+from .discovery import endpoints
 from .responses import error_code, intuit_tid, is_outage, json_body, raise_for_status, timeout_error
 from .sessions import (
     QuickBooksOAuth2Session,
