@@ -1,10 +1,10 @@
 """How qb_oauth reads Intuit's answers, and what it raises for them.
 
-Every helper here is a seam that the client's calls and the API session
-(:mod:`qb_oauth.api`) share, in the manner of anymail's ``raise_for_status()``
-and ``deserialize_json_response()``: one classification of an answer, so a 429
-is an outage wherever it comes from. No message built here holds a token:
-only statuses, Intuit's error codes and the fault's message and code.
+Public seams, shared by the client's own calls and the API session
+(:mod:`qb_oauth.api`), so that an answer is classified one way wherever it is
+met: a 429 is an outage whether the token endpoint or the Accounting API sent
+it. No message built here holds a token: only statuses, Intuit's error codes
+and a fault's message and code.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ __all__ = [
 def intuit_tid(response: requests.Response) -> str | None:
     """Intuit's transaction id of ``response``: what Intuit support asks for.
 
-    Intuit names the header with an underscore, a character some HTTP layers
-    rewrite or drop; the hyphenated spelling is read too.
+    Read as ``intuit_tid`` and, should a layer in between have renamed it,
+    ``intuit-tid``.
     """
     return response.headers.get("intuit_tid") or response.headers.get("intuit-tid")
 
