@@ -188,10 +188,8 @@ def _token_answer(response: requests.Response) -> dict[str, Any]:
     that says what the caller may do about it."""
     status = response.status_code
     tid = intuit_tid(response)
-    if is_outage(status):
-        raise IntuitUnavailable(
-            f"Intuit's token endpoint answered HTTP {status}.", intuit_tid=tid, status=status
-        )
+    if is_outage(status):  # by status alone, as every answer, whatever the body says
+        raise_for_status(response, "token endpoint")
     if status != 200:
         code = error_code(response)
         if code == "invalid_grant":

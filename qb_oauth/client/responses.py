@@ -45,6 +45,14 @@ def is_outage(status: int) -> bool:
     return status == 429 or status >= 500
 
 
+def _parsed(response: requests.Response) -> Any:
+    """The body as JSON, or None when it is not JSON (an HTML error page, XML, nothing)."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
 def json_body(response: requests.Response, what: str) -> dict[str, Any]:
     """The JSON object in ``response``'s body.
 
@@ -53,10 +61,7 @@ def json_body(response: requests.Response, what: str) -> dict[str, Any]:
     retry and backoff treat it like an outage. ``what`` names the answer in the
     message.
     """
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
+    data = _parsed(response)
     if not isinstance(data, dict):
         raise IntuitUnavailable(
             f"Intuit sent a malformed {what} (HTTP {response.status_code}).",
@@ -69,10 +74,7 @@ def json_body(response: requests.Response, what: str) -> dict[str, Any]:
 def error_code(response: requests.Response) -> str | None:
     """The OAuth ``error`` of an error answer (``invalid_grant``, ``invalid_client`` …),
     or None when the body carries none."""
-    try:
-        data = response.json()
-    except ValueError:
-        return None
+    data = _parsed(response)
     if isinstance(data, dict) and isinstance(data.get("error"), str):
         return data["error"]
     return None
@@ -81,12 +83,13 @@ def error_code(response: requests.Response) -> str | None:
 def _fault_text(response: requests.Response) -> str:
     """A short description of an Accounting API fault: its message and code only,
     since Intuit's ``detail`` may echo part of the token."""
+    data = _parsed(response)
     try:
-        fault = response.json().get("fault") or response.json().get("Fault") or {}
+        fault = data.get("fault") or data.get("Fault") or {}
         error = (fault.get("error") or fault.get("Error") or [{}])[0]
         parts = [error.get("message") or error.get("Message"), error.get("code")]
         return "; ".join(str(p) for p in parts if p)[:200]
-    except (ValueError, AttributeError, IndexError, TypeError):
+    except (AttributeError, IndexError, TypeError):
         return ""
 
 
