@@ -234,7 +234,7 @@ def _is_number(value: Any) -> bool:
 
 @holds_tokens
 def _token_response(token: Mapping[str, Any]) -> TokenResponse:
-    hard = token.get("x_refresh_token_hard_expires_in")
+    hard: Any = token.get("x_refresh_token_hard_expires_in")
     return TokenResponse(
         access_token=token["access_token"],
         refresh_token=token["refresh_token"],

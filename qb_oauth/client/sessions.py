@@ -202,7 +202,7 @@ class QuickBooksOAuth2Session(OAuth2Session):
     def refresh_token(self, token_url: str, *args: Any, **kwargs: Any) -> dict:
         return super().refresh_token(self._qb_for_check(token_url), *args, **kwargs)
 
-    def request(  # type: ignore[override]
+    def request(
         self,
         method: str,
         url: str,
