@@ -47,12 +47,13 @@ def _origin(url: str) -> _Origin:
     """
     prepared = requests.PreparedRequest()
     prepared.prepare_url(url, None)  # MissingSchema, InvalidURL: ValueErrors too
-    parsed = parse_url(prepared.url)
+    prepared_url = prepared.url or ""  # prepare_url sets it, or raises
+    parsed = parse_url(prepared_url)
     scheme = (parsed.scheme or "").lower()
     host = (parsed.host or "").lower()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if (urlsplit(prepared.url).hostname or "") != host:
+    if (urlsplit(prepared_url).hostname or "") != host:
         host = ""
     port = parsed.port if parsed.port is not None else _DEFAULT_PORTS.get(scheme)
     return scheme, host, port
@@ -110,7 +111,13 @@ class QuickBooksSession(requests.Session):
             return False
 
     @holds_tokens
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        """Send with a valid token; after Intuit's 401, refresh once and send again.
+
+        Everything after ``url`` goes by keyword, as requests' ``get()`` and
+        ``post()`` pass it: ``params`` and ``headers`` are merged with qb_oauth's
+        here, so they cannot come positionally.
+        """
         from .tokens import get_access_token, refresh
 
         url = self.url_for(url)  # before any token is read: ValueError for another origin
@@ -125,7 +132,7 @@ class QuickBooksSession(requests.Session):
             # HTTP_TIMEOUT bounds the whole call, not only each read (qb_oauth.deadline).
             with client.bounded_call("Accounting API") as deadline:
                 response = super(QuickBooksSession, self).request(
-                    method, url, *args, params=params, headers=headers, **kwargs
+                    method, url, params=params, headers=headers, **kwargs
                 )
             if deadline.expired:  # the answer was cut short
                 response.close()

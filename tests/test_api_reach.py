@@ -166,3 +166,14 @@ def test_json_or_raise_classifies_as_the_client_does(connection, settings, statu
     assert caught.value.status == status
     assert isinstance(caught.value, IntuitUnavailable) == (error is IntuitUnavailable)
     assert connection.access_token not in str(caught.value)
+
+
+def test_a_positional_argument_is_refused_before_any_token_is_read(connection, fake_intuit):
+    expire_and_forget_use(connection)
+    token_calls = fake_intuit.counts["token"]
+    with connection.api_session() as session:
+        with pytest.raises(TypeError):
+            session.request("GET", f"companyinfo/{connection.realm_id}", {"q": "1"})
+    assert fake_intuit.counts["token"] == token_calls  # no refresh
+    connection.refresh_from_db()
+    assert connection.last_used_at is None  # no token read
