@@ -25,8 +25,6 @@ from urllib3.util import parse_url
 
 from . import client
 from .conf import qb_settings
-from .deadline import call_deadline
-from .exceptions import IntuitUnavailable
 from .redact import holds_tokens
 
 if TYPE_CHECKING:
@@ -49,12 +47,13 @@ def _origin(url: str) -> _Origin:
     """
     prepared = requests.PreparedRequest()
     prepared.prepare_url(url, None)  # MissingSchema, InvalidURL: ValueErrors too
-    parsed = parse_url(prepared.url)
+    prepared_url = prepared.url or ""  # prepare_url sets it, or raises
+    parsed = parse_url(prepared_url)
     scheme = (parsed.scheme or "").lower()
     host = (parsed.host or "").lower()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if (urlsplit(prepared.url).hostname or "") != host:
+    if (urlsplit(prepared_url).hostname or "") != host:
         host = ""
     port = parsed.port if parsed.port is not None else _DEFAULT_PORTS.get(scheme)
     return scheme, host, port
@@ -70,9 +69,9 @@ def _shown(where: _Origin) -> str:
 class QuickBooksSession(requests.Session):
     """A ``requests.Session`` for one connection's realm; see the module docstring."""
 
-    def __init__(self, connection: QuickBooksConnection, *, actor=None):
+    def __init__(self, connection: QuickBooksConnection, *, actor: Any = None) -> None:
         super().__init__()
-        client._prepare(self)
+        client.prepare_session(self)
         self.connection = connection
         self.actor = actor
         self.base_url = (
@@ -112,7 +111,13 @@ class QuickBooksSession(requests.Session):
             return False
 
     @holds_tokens
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        """Send with a valid token; after Intuit's 401, refresh once and send again.
+
+        Everything after ``url`` goes by keyword, as requests' ``get()`` and
+        ``post()`` pass it: ``params`` and ``headers`` are merged with qb_oauth's
+        here, so they cannot come positionally.
+        """
         from .tokens import get_access_token, refresh
 
         url = self.url_for(url)  # before any token is read: ValueError for another origin
@@ -125,18 +130,13 @@ class QuickBooksSession(requests.Session):
         def send(token: str) -> requests.Response:
             headers["Authorization"] = f"Bearer {token}"
             # HTTP_TIMEOUT bounds the whole call, not only each read (qb_oauth.deadline).
-            with call_deadline(qb_settings.HTTP_TIMEOUT) as deadline:
-                try:
-                    response = super(QuickBooksSession, self).request(
-                        method, url, *args, params=params, headers=headers, **kwargs
-                    )
-                except requests.RequestException as err:
-                    raise client._network_error(
-                        err, "Accounting API", timed_out=deadline.expired
-                    ) from None
+            with client.bounded_call("Accounting API") as deadline:
+                response = super(QuickBooksSession, self).request(
+                    method, url, params=params, headers=headers, **kwargs
+                )
             if deadline.expired:  # the answer was cut short
                 response.close()
-                raise client._timed_out("Accounting API")
+                raise client.timeout_error("Accounting API")
             return response
 
         response = send(get_access_token(self.connection))
@@ -148,11 +148,12 @@ class QuickBooksSession(requests.Session):
             response = send(self.connection.access_token)
         return response
 
-    def json_or_raise(self, response: requests.Response, what: str = "answer") -> dict:
-        """The JSON body of a successful answer, or the matching QuickBooksError."""
-        if response.status_code != 200:
-            raise client._unavailable_or_error(response, f"Accounting API ({what})")
-        data = client._json(response, what)
-        if not isinstance(data, dict):
-            raise IntuitUnavailable(f"Malformed {what}.")
-        return data
+    def json_or_raise(self, response: requests.Response, what: str = "answer") -> dict[str, Any]:
+        """The JSON body of a successful answer, or the matching QuickBooksError.
+
+        The same classification as the client's own calls
+        (:func:`qb_oauth.client.raise_for_status`): a 429 from the API is an
+        outage wherever it is met. See docs/usage.md.
+        """
+        client.raise_for_status(response, f"Accounting API ({what})")
+        return client.json_body(response, what)

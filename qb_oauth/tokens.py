@@ -101,7 +101,7 @@ def connect(
     company_name = ""
     try:
         info = client.company_info(tokens.access_token, realm_id, environment)
-        company_name = str(info.get("CompanyName") or info.get("LegalName") or "")[:255]
+        company_name = client.company_name(info)[:255]
     except IntuitError as err:
         if err.status in (401, 403):
             # The token does not cover the realm the callback names (a realmId changed
@@ -400,7 +400,7 @@ def check_connection(connection: QuickBooksConnection, *, actor=None) -> str:
         with connection.api_session(actor=actor) as session:
             response = session.get(f"companyinfo/{connection.realm_id}")
             info = session.json_or_raise(response, "CompanyInfo").get("CompanyInfo") or {}
-        name = str(info.get("CompanyName") or info.get("LegalName") or "")
+        name = client.company_name(info)
     except QuickBooksError as err:
         record_event(
             connection,

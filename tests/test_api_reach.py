@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.utils import timezone
 
-from qb_oauth.exceptions import IntuitUnavailable
+from qb_oauth.exceptions import IntuitError, IntuitUnavailable
 from qb_oauth.models import QuickBooksConnection
 
 from .local_servers import RecordingServer
@@ -142,3 +142,38 @@ def test_intuits_own_401_still_refreshes_once(connection, fake_intuit):
         response = session.get(f"companyinfo/{connection.realm_id}")
     assert response.status_code == 200
     assert fake_intuit.counts["token.refresh_token"] == token_calls + 1
+
+
+@pytest.mark.parametrize(
+    "status, body, error",
+    [
+        (429, b"<Fault>ThrottleExceeded</Fault>", IntuitUnavailable),
+        (503, b"", IntuitUnavailable),
+        (404, b'{"fault": {"error": [{"message": "Not found", "code": "610"}]}}', IntuitError),
+        (200, b"[]", IntuitUnavailable),
+    ],
+)
+def test_json_or_raise_classifies_as_the_client_does(connection, settings, status, body, error):
+    with RecordingServer(status=status, body=body) as api:
+        settings.QB_OAUTH = {
+            **settings.QB_OAUTH,
+            "ENDPOINTS": {**settings.QB_OAUTH["ENDPOINTS"], "api_base": api.url("")},
+        }
+        with connection.api_session() as session:
+            response = session.get(f"companyinfo/{connection.realm_id}")
+            with pytest.raises(error) as caught:
+                session.json_or_raise(response, "CompanyInfo")
+    assert caught.value.status == status
+    assert isinstance(caught.value, IntuitUnavailable) == (error is IntuitUnavailable)
+    assert connection.access_token not in str(caught.value)
+
+
+def test_a_positional_argument_is_refused_before_any_token_is_read(connection, fake_intuit):
+    expire_and_forget_use(connection)
+    token_calls = fake_intuit.counts["token"]
+    with connection.api_session() as session:
+        with pytest.raises(TypeError):
+            session.request("GET", f"companyinfo/{connection.realm_id}", {"q": "1"})
+    assert fake_intuit.counts["token"] == token_calls  # no refresh
+    connection.refresh_from_db()
+    assert connection.last_used_at is None  # no token read

@@ -8,7 +8,10 @@ from qb_oauth import __version__, client
 from qb_oauth.conf import INTUIT_ENDPOINTS
 from qb_oauth.exceptions import IntuitError, IntuitUnavailable, ReauthorizationRequired
 
+from .local_servers import RecordingServer
+
 CALLBACK = "http://testserver/quickbooks/callback/"
+FAULT_401 = {"fault": {"error": [{"message": "AuthenticationFailed", "code": "3200"}]}}
 
 
 def exchange(fake, realm_id=None, scopes=None):
@@ -62,7 +65,7 @@ def test_exchange_sends_user_agent_and_hard_expiry_header(fake_intuit):
     assert tokens.refresh_token_hard_expires_in and tokens.refresh_token_hard_expires_in > 0
     assert tokens.intuit_tid
     assert tokens.access_token not in repr(tokens) and tokens.refresh_token not in repr(tokens)
-    sent = client._send(client.http_session(), "GET", fake_intuit.discovery_url)
+    sent = client.send(client.http_session(), "GET", fake_intuit.discovery_url)
     assert sent.request.headers["User-Agent"].startswith(f"qb_oauth/{__version__} ")
 
 
@@ -168,3 +171,86 @@ def test_api_401_error_keeps_message_and_code_not_detail(fake_intuit):
     assert info.value.status == 401
     assert "AuthenticationFailed" in str(info.value)
     assert token[:12] not in str(info.value)
+
+
+TOKEN_ANSWER = {
+    "token_type": "bearer",
+    "access_token": "eyJ-access",
+    "refresh_token": "RT1-rotated",
+    "expires_in": 3600,
+    "x_refresh_token_expires_in": 8726400,
+}
+
+
+@pytest.fixture
+def token_server(settings):
+    with RecordingServer().json(TOKEN_ANSWER) as server:
+        settings.QB_OAUTH = {
+            "CLIENT_ID": "a",
+            "CLIENT_SECRET": "b",
+            "ENDPOINTS": {"token": server.url("/token")},
+        }
+        yield server
+
+
+def test_each_token_answer_brings_back_its_own_intuit_tid(token_server):
+    token_server.headers = {"Content-Type": "application/json", "intuit_tid": "1-first"}
+    first = client.refresh_tokens("RT1-anything")
+    token_server.headers = {"Content-Type": "application/json", "intuit-tid": "1-second"}
+    second = client.refresh_tokens("RT1-anything")
+    token_server.headers = {"Content-Type": "application/json"}
+    third = client.refresh_tokens("RT1-anything")
+    assert (first.intuit_tid, second.intuit_tid, third.intuit_tid) == ("1-first", "1-second", None)
+    assert first.refresh_token == "RT1-rotated" and first.expires_in == 3600
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_an_outage_is_one_rule_for_the_token_endpoint_and_every_other_answer(token_server, status):
+    token_server.status = status
+    token_server.body = b"<Fault>ThrottleExceeded</Fault>"  # a 429 may come as XML
+    token_server.headers = {"Content-Type": "application/xml", "intuit_tid": "1-busy"}
+    assert client.is_outage(status)
+    with pytest.raises(IntuitUnavailable) as from_token:
+        client.refresh_tokens("RT1-anything")
+    answer = client.send(client.http_session(), "GET", token_server.url("/other"))
+    with pytest.raises(IntuitUnavailable) as from_other:
+        client.raise_for_status(answer, "other endpoint")
+    for caught in (from_token.value, from_other.value):
+        assert (caught.status, caught.intuit_tid) == (status, "1-busy")
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
+def test_other_error_statuses_are_not_outages(token_server, status):
+    token_server.status = status
+    token_server.json(FAULT_401 if status == 401 else {"error": "invalid_request"})
+    assert not client.is_outage(status)
+    answer = client.send(client.http_session(), "GET", token_server.url("/other"))
+    with pytest.raises(IntuitError) as caught:
+        client.raise_for_status(answer, "other endpoint")
+    assert not isinstance(caught.value, IntuitUnavailable)
+    assert caught.value.status == status
+    client.raise_for_status(answer, "other endpoint", ok=(status,))  # accepted: no error
+
+
+def test_json_body_is_an_object_or_an_outage(token_server):
+    token_server.body = b"[1, 2]"
+    answer = client.send(client.http_session(), "GET", token_server.url("/list"))
+    with pytest.raises(IntuitUnavailable, match="malformed list"):
+        client.json_body(answer, "list")
+    token_server.json({"ok": True})
+    answer = client.send(client.http_session(), "GET", token_server.url("/object"))
+    assert client.json_body(answer, "object") == {"ok": True}
+
+
+@pytest.mark.parametrize(
+    "info, name",
+    [
+        ({"CompanyName": "Craig's Design", "LegalName": "Craig's Design LLC"}, "Craig's Design"),
+        ({"CompanyName": "", "LegalName": "Craig's Design LLC"}, "Craig's Design LLC"),
+        ({"LegalName": "Craig's Design LLC"}, "Craig's Design LLC"),
+        ({"CompanyName": None, "LegalName": None}, ""),
+        ({}, ""),
+    ],
+)
+def test_company_name_is_company_name_then_legal_name(info, name):
+    assert client.company_name(info) == name

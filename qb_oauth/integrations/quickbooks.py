@@ -18,6 +18,8 @@ from ..conf import qb_settings
 from ..exceptions import ImproperlyConfigured
 
 if TYPE_CHECKING:
+    from quickbooks import QuickBooks
+
     from ..models import QuickBooksConnection
 
 
@@ -31,7 +33,7 @@ class _TokenSession(QuickBooksSession):
         return get_access_token(self.connection)
 
 
-def quickbooks_client(connection: QuickBooksConnection, **kwargs: Any):
+def quickbooks_client(connection: QuickBooksConnection, **kwargs: Any) -> QuickBooks:
     """A ``quickbooks.QuickBooks`` client for ``connection`` (keyword arguments pass through)."""
     try:
         from quickbooks import QuickBooks
