@@ -752,7 +752,7 @@ def test_no_token_leaks_anywhere(fake_intuit, settings, user, other_user, admin_
             conns = list(QuickBooksConnection.objects.order_by("pk"))
             assert len(conns) == 3 and all(c.id_token for c in conns)
 
-            # 2. Straight through client.py: TokenResponse, IdentityClaims.
+            # 2. Straight through qb_oauth.client: TokenResponse, IdentityClaims.
             authorize = qb_client.authorization_url(
                 state="leak-sweep", redirect_uri=fake.redirect_uris[0], scopes=OPENID
             )

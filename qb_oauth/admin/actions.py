@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -276,7 +277,7 @@ class ConnectionActionsAdmin(admin.ModelAdmin):
             "connections": connections,
             "single": single,
             "form_url": form_url,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "media": self.media,
         }
         request.current_app = self.admin_site.name

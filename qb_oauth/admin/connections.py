@@ -30,6 +30,7 @@ from ..models import (
     ConnectionState,
     EventKind,
     QuickBooksConnection,
+    QuickBooksConnectionQuerySet,
 )
 from ..templatetags.qb_oauth_admin import absolute, ago_text, expiry_level, expiry_text, time_html
 from .actions import ConnectionActionsAdmin
@@ -129,13 +130,15 @@ class QuickBooksConnectionAdmin(ConnectionActionsAdmin):
             },
         ),
     )
-    readonly_fields = tuple(f for _name, opts in fieldsets for f in opts["fields"])
+    readonly_fields = tuple(str(f) for _name, opts in fieldsets for f in opts["fields"])
 
     # -- querysets and permissions -------------------------------------------------
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # The tokens are never loaded: presence is a database IS NULL test.
-        return super().get_queryset(request).select_related("user").with_token_presence()
+        rows = super().get_queryset(request)
+        assert isinstance(rows, QuickBooksConnectionQuerySet)
+        return rows.select_related("user").with_token_presence()
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
         user_model = get_user_model()

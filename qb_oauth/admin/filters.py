@@ -6,12 +6,11 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from ..models import expiry_window_seconds
+from ..models import QuickBooksConnectionQuerySet, expiry_window_seconds
 from ..templatetags.qb_oauth_admin import DANGER_WINDOW, warning_window
 
 
@@ -31,7 +30,9 @@ class RefreshExpiringFilter(admin.SimpleListFilter):
             )
         return choices
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+    def queryset(  # type: ignore[override]  # the changelist hands our own queryset
+        self, request: HttpRequest, queryset: QuickBooksConnectionQuerySet
+    ) -> QuickBooksConnectionQuerySet:
         value = self.value()
         if not value:
             return queryset
@@ -52,7 +53,9 @@ class FailingFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [("yes", _("failing (consecutive failures)")), ("no", _("no failures"))]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+    def queryset(  # type: ignore[override]  # the changelist hands our own queryset
+        self, request: HttpRequest, queryset: QuickBooksConnectionQuerySet
+    ) -> QuickBooksConnectionQuerySet:
         if self.value() == "yes":
             return queryset.failing()
         if self.value() == "no":

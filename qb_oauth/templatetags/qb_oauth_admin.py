@@ -95,6 +95,5 @@ def time_html(text: str, value: datetime | None, level: str = "") -> SafeString 
 @register.filter
 def qb_ago(value: datetime | None) -> SafeString | str:
     """``{{ event.at|qb_ago }}``: ``3 h ago`` with the absolute time on hover."""
-    if value is None:
-        return ""
-    return time_html(ago_text(value), value)
+    html = time_html(ago_text(value), value) if value is not None else None
+    return html if html is not None else ""

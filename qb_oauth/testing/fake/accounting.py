@@ -57,14 +57,7 @@ class AccountingAPI:
                 json_wanted,
             )
         if self._throttled(realm):
-            return self._api_fault(
-                429,
-                "ThrottleExceeded",
-                "003001",
-                "SERVICE",
-                "The request limit was reached.",
-                json_wanted,
-            )
+            return self.throttle_fault(json_wanted)
         company = next((c for c in self.companies if c.realm_id == realm), None)
         if company is None:
             company = Company(realm, f"Company {realm}")
@@ -135,6 +128,17 @@ class AccountingAPI:
             }
             return json_response(401, body, extra=headers)
         return self._xml_fault(401, message, detail, "3200", "AUTHENTICATION", headers)
+
+    def throttle_fault(self, json_wanted: bool) -> Response:
+        """Intuit's 429 ``ThrottleExceeded`` (errorCode 003001)."""
+        return self._api_fault(
+            429,
+            "ThrottleExceeded",
+            "003001",
+            "SERVICE",
+            "The request limit was reached.",
+            json_wanted,
+        )
 
     def _api_fault(
         self,

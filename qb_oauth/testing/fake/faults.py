@@ -45,6 +45,7 @@ class Faults:
     _random: random.Random
     _faults: dict[str, list[Fault]]
     _api_fault: Callable[..., Response]  # the API's Fault envelope, from AccountingAPI
+    throttle_fault: Callable[[bool], Response]  # from AccountingAPI
 
     def inject_fault(
         self,
@@ -105,14 +106,7 @@ class Faults:
         if endpoint == "api" and status in (429, 500):
             json_wanted = "application/json" in (req.header("accept") or "").lower()
             if status == 429:
-                return self._api_fault(
-                    429,
-                    "ThrottleExceeded",
-                    "003001",
-                    "SERVICE",
-                    "The request limit was reached.",
-                    json_wanted,
-                )
+                return self.throttle_fault(json_wanted)
             return self._api_fault(
                 500,
                 "InternalServerError",
