@@ -200,6 +200,8 @@ def _serve_fake(realms: int = 0) -> None:
             print("{}", flush=True)
         elif command == "counts":
             print(json.dumps(dict(fake.counts)), flush=True)
+        elif command == "connections":
+            print(json.dumps(fake.connections), flush=True)
         elif command == "refresh_stats":
             stats = {
                 "refresh_calls": fake.counts["token.refresh_token"],

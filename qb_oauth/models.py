@@ -237,7 +237,10 @@ class QuickBooksConnection(BackoffMixin, models.Model):
             )
 
     def access_token_expired(self, margin: float = 0, now=None) -> bool:
-        if not self.access_token or self.access_token_expires_at is None:
+        stored = getattr(self, "qb_has_access_token", None)  # with_token_presence(), a lease
+        if stored is None:
+            stored = bool(self.access_token)
+        if not stored or self.access_token_expires_at is None:
             return True
         now = now or timezone.now()
         return self.access_token_expires_at - timedelta(seconds=margin) <= now

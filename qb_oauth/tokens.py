@@ -265,7 +265,9 @@ def refresh(
         return connection
     stored = False
     try:
-        row = _rows().get(pk=connection.pk)
+        # The row as it is under the lease: read by the statement that took it, where the
+        # database can (lease.try_lease), else now.
+        row = lease.row if lease.row is not None else _rows().get(pk=connection.pk)
         if done(row) or (not force and not row.access_token_expired(margin)):
             copy_row(connection, row)
             connection.raise_for_state()
@@ -310,7 +312,7 @@ def revoke(
         copy_row(connection, lease.row)
         return connection
     try:
-        row = _rows().get(pk=connection.pk)
+        row = lease.row if lease.row is not None else _rows().get(pk=connection.pk)
         row.raise_for_keys()
         detail = f"Revoked by {by}."
         if is_unreadable(row.refresh_token) or is_unreadable(row.access_token):

@@ -13,6 +13,7 @@ it always did. qb_oauth never sets that variable.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from urllib.parse import urlsplit
 
@@ -21,6 +22,8 @@ from oauthlib.oauth2 import is_secure_transport
 from .exceptions import ImproperlyConfigured
 
 
+# Cached: every call to Intuit checks its URL, and the answer depends on the URL alone.
+@functools.lru_cache(maxsize=256)
 def is_loopback(url: str) -> bool:
     """Whether ``url``'s host is this machine: 127.0.0.0/8, ::1 or ``localhost``."""
     try:
@@ -42,6 +45,7 @@ def is_plain_loopback(url: str) -> bool:
     return urlsplit(url).scheme == "http" and is_loopback(url)
 
 
+@functools.lru_cache(maxsize=256)
 def is_allowed(url: str) -> bool:
     """https anywhere, or plain http to loopback (the rule of check ``qb_oauth.E003``)."""
     return urlsplit(url).scheme == "https" or is_plain_loopback(url)

@@ -77,6 +77,10 @@ def test_server_start_stop_and_restart():
         _ = server.url
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_python_m_entry_point():
     proc = subprocess.Popen(
         [sys.executable, "-m", "qb_oauth.testing", "--port", "0", "--client-id", "cli-client"],
@@ -84,6 +88,9 @@ def test_python_m_entry_point():
         stderr=subprocess.PIPE,
         text=True,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        # Ctrl-C must reach it even when this run was started in the background, where
+        # the shell hands its children SIGINT ignored (Python then installs no handler).
+        preexec_fn=_default_sigint,
     )
     try:
         lines = []

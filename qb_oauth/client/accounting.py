@@ -15,7 +15,7 @@ from ..exceptions import IntuitUnavailable
 from ..redact import holds_tokens
 from .discovery import api_base
 from .responses import intuit_tid, json_body, raise_for_status
-from .sessions import http_session, send
+from .sessions import send, shared_http_session
 
 __all__ = ["company_info", "company_name"]
 
@@ -31,7 +31,7 @@ def company_info(
     """
     url = f"{api_base(environment)}/v3/company/{realm_id}/companyinfo/{realm_id}"
     response = send(
-        http_session(),
+        shared_http_session(),
         "GET",
         url,
         params={"minorversion": qb_settings.MINOR_VERSION},

@@ -14,7 +14,7 @@ from .. import transport
 from ..conf import ENDPOINT_NAMES, INTUIT_ENDPOINTS, qb_settings
 from ..exceptions import ImproperlyConfigured, IntuitUnavailable
 from .responses import intuit_tid, json_body, raise_for_status
-from .sessions import http_session, send
+from .sessions import send, shared_http_session
 
 __all__ = ["api_base", "clear_discovery_cache", "discovery_document", "endpoints"]
 
@@ -50,7 +50,7 @@ def discovery_document(url: str) -> dict[str, Any]:
         cached = _discovery_cache.get(url)
     if cached is not None:
         return cached
-    response = send(http_session(), "GET", url, headers={"Accept": "application/json"})
+    response = send(shared_http_session(), "GET", url, headers={"Accept": "application/json"})
     raise_for_status(response, "discovery document")
     document = json_body(response, "discovery document")
     missing = [k for k in ("authorization_endpoint", "token_endpoint") if k not in document]

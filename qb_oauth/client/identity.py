@@ -16,7 +16,7 @@ from ..exceptions import IntuitError
 from ..redact import holds_tokens
 from .discovery import endpoints
 from .responses import json_body, raise_for_status
-from .sessions import client_id, http_session, send
+from .sessions import client_id, send, shared_http_session
 
 __all__ = ["IdentityClaims", "userinfo", "verify_id_token"]
 
@@ -34,7 +34,7 @@ class IdentityClaims:
 def userinfo(access_token: str) -> dict[str, Any]:
     """The user's Intuit identity (needs the openid scope)."""
     response = send(
-        http_session(),
+        shared_http_session(),
         "GET",
         endpoints()["userinfo"],
         headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
@@ -52,7 +52,9 @@ def verify_id_token(id_token: str) -> IdentityClaims:
     not to be shown.
     """
     eps = endpoints()
-    response = send(http_session(), "GET", eps["jwks"], headers={"Accept": "application/json"})
+    response = send(
+        shared_http_session(), "GET", eps["jwks"], headers={"Accept": "application/json"}
+    )
     raise_for_status(response, "JWKS")
     try:
         header = jwt.get_unverified_header(id_token)

@@ -34,9 +34,10 @@ from .sessions import (
     QuickBooksOAuth2Session,
     bounded_call,
     client_auth,
-    http_session,
     oauth_session,
+    reused_session,
     send,
+    shared_http_session,
 )
 
 __all__ = [
@@ -80,13 +81,25 @@ def authorization_url(*, state: str, redirect_uri: str, scopes: list[str] | None
     return url
 
 
+def _make_token_session() -> QuickBooksOAuth2Session:
+    session = oauth_session()
+    # Registered once: the session is this thread's for every token call (reused_session).
+    session.register_compliance_hook("access_token_response", _check_token_answer)
+    session.register_compliance_hook("refresh_token_response", _check_token_answer)
+    return session
+
+
+def _token_session() -> QuickBooksOAuth2Session:
+    """This thread's session for the token endpoint, made once (see reused_session)."""
+    return reused_session("token", _make_token_session)
+
+
 @holds_tokens
 def exchange_code(*, code: str, redirect_uri: str) -> TokenResponse:
     """Exchange an authorization code for tokens (a code works once)."""
-    session = oauth_session(redirect_uri=redirect_uri)
-    return _token_request(
-        session, "access_token_response", session.fetch_token, code=code, include_client_id=False
-    )
+    session = _token_session()
+    session.redirect_uri = redirect_uri
+    return _token_request(session, session.fetch_token, code=code, include_client_id=False)
 
 
 @holds_tokens
@@ -96,10 +109,9 @@ def refresh_tokens(refresh_token: str) -> TokenResponse:
     The caller must store the answer's refresh token before doing anything
     else: Intuit may have rotated it, and the old value may already be dead.
     """
-    session = oauth_session()
-    return _token_request(
-        session, "refresh_token_response", session.refresh_token, refresh_token=refresh_token
-    )
+    session = _token_session()
+    session.redirect_uri = None
+    return _token_request(session, session.refresh_token, refresh_token=refresh_token)
 
 
 @holds_tokens
@@ -110,7 +122,7 @@ def revoke_token(token: str) -> None:
     is what the caller wanted, so it is not an error.
     """
     response = send(
-        http_session(),
+        shared_http_session(),
         "POST",
         endpoints()["revocation"],
         json={"token": token},
@@ -126,14 +138,28 @@ def revoke_token(token: str) -> None:
 @holds_tokens
 def _token_request(
     session: QuickBooksOAuth2Session,
-    hook: str,
     call: Callable[..., dict[str, Any]],
     **kwargs: Any,
 ) -> TokenResponse:
     """One call to the token endpoint through ``session`` (``fetch_token`` or
-    ``refresh_token``), its answer checked by a compliance hook before oauthlib parses it."""
-    session.register_compliance_hook(hook, _check_token_answer)
+    ``refresh_token``), its answer checked by a compliance hook before oauthlib parses it.
+
+    The session keeps nothing of the answer afterwards: it is reused for the next call.
+    """
     url = endpoints()["token"]
+    try:
+        return _token_response(_token_call(session, call, url, **kwargs))
+    finally:
+        session.forget_tokens()
+
+
+@holds_tokens
+def _token_call(
+    session: QuickBooksOAuth2Session,
+    call: Callable[..., dict[str, Any]],
+    url: str,
+    **kwargs: Any,
+) -> dict[str, Any]:
     with bounded_call("token endpoint") as deadline:
         try:
             token = call(
@@ -154,7 +180,7 @@ def _token_request(
             raise IntuitError(f"Intuit refused the token request: {err.error}.") from None
         # A complete answer that parsed is kept even if the deadline passed just after it:
         # it may hold a rotated refresh token.
-    return _token_response(token)
+    return token
 
 
 def _token_headers() -> dict[str, str]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -34,10 +36,13 @@ __all__ = [
     "bounded_call",
     "client_auth",
     "client_id",
+    "forget_sessions",
     "http_session",
     "oauth_session",
     "prepare_session",
+    "reused_session",
     "send",
+    "shared_http_session",
 ]
 
 USER_AGENT = f"qb_oauth/{__version__} python-requests/{requests.__version__}"
@@ -78,6 +83,55 @@ def prepare_session(session: _S) -> _S:
 def http_session() -> requests.Session:
     """A plain session with qb_oauth's User-Agent and connection pool."""
     return prepare_session(requests.Session())
+
+
+class _Reused(threading.local):
+    sessions: dict[tuple[Any, ...], requests.Session]
+
+    def __init__(self) -> None:
+        self.sessions = {}
+
+
+_reused = _Reused()
+
+
+def _no_cookies(session: _S) -> _S:
+    # A session reused for every call of a thread must not carry one call's cookies
+    # into the next (they could be another connection's).
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    return session
+
+
+def reused_session(kind: str, make: Callable[[], _S], *key: Any) -> _S:
+    """This thread's session of ``kind`` (and ``key``), made by ``make`` once and reused.
+
+    Making a ``requests`` session (and an OAuth2Session) for every call costs more CPU
+    than the rest of a refresh; one per thread reuses its pool's kept-alive connection
+    too. A session made before ``requests.Session.__init__`` was replaced (a test double
+    such as ``qb_oauth.testing``'s in-process fake mounts itself that way) is not reused,
+    so it cannot miss the double. Keyed also by the configured client id.
+    """
+    init = requests.Session.__init__
+    full_key = (kind, qb_settings.CLIENT_ID, init, *key)
+    session = _reused.sessions.get(full_key)
+    if session is None:
+        stale = [k for k in _reused.sessions if k[0] == kind]
+        for k in stale:  # another client id, or another Session.__init__: drop it
+            _reused.sessions.pop(k).close()
+        session = _reused.sessions[full_key] = _no_cookies(make())
+    return session  # type: ignore[return-value]
+
+
+def forget_sessions() -> None:
+    """Close this thread's reused sessions (tests; after a fork)."""
+    for session in _reused.sessions.values():
+        session.close()
+    _reused.sessions.clear()
+
+
+def shared_http_session() -> requests.Session:
+    """This thread's reused plain session (:func:`reused_session`)."""
+    return reused_session("http", http_session)
 
 
 @contextlib.contextmanager
@@ -177,6 +231,14 @@ class QuickBooksOAuth2Session(OAuth2Session):
         self._qb_plain_urls: dict[str, str] = {}
         self.register_compliance_hook("access_token_request", self._qb_real_token_url)
         self.register_compliance_hook("refresh_token_request", self._qb_real_token_url)
+
+    def forget_tokens(self) -> None:
+        """Drop the tokens the last call left on the session (and its oauthlib client):
+        a session reused for the next call must hold nothing of this one."""
+        self.token: dict[str, Any] = {}
+        for name in ("access_token", "refresh_token"):
+            setattr(self._client, name, None)
+        self._qb_plain_urls.clear()
 
     def _qb_for_check(self, url: str) -> str:
         """The URL to show oauthlib's transport check (the https spelling for loopback http)."""

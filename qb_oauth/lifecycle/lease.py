@@ -23,6 +23,7 @@ too rather than hammering Intuit one after another.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -30,8 +31,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.db import Error as DatabaseError
+from django.db import connections, router
 from django.db.models import DateTimeField, DurationField, ExpressionWrapper, Value
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -64,7 +67,9 @@ def _ttl() -> timedelta:
 
 @dataclass
 class Lease:
-    """A caller's turn at a connection: ``acquired``, or the row another holder left."""
+    """A caller's turn at a connection: ``acquired`` (with the row as it is under the lease,
+    when the database could read it in the same statement), or the row another holder
+    left."""
 
     owner: str
     acquired: bool
@@ -84,13 +89,96 @@ def _rows():
     return QuickBooksConnection.objects
 
 
-def try_lease(pk: int, owner: str) -> str | None:
-    """Take the row's lease if it is free (:data:`FREE`) or expired (:data:`TAKEOVER`)."""
-    values = {"refresh_lease_owner": owner, "refresh_lease_expires_at": db_now_plus(_ttl())}
+#: The database's clock, and that clock plus some seconds, in each dialect that can take a
+#: lease and read the row in one statement (``UPDATE … RETURNING``).
+_CLOCKS = {
+    "postgresql": ("STATEMENT_TIMESTAMP()", "STATEMENT_TIMESTAMP() + %s * INTERVAL '1 second'"),
+    "sqlite": (
+        "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')",
+        "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', '+' || %s || ' seconds')",
+    ),
+}
+
+
+#: Not read under the lease: a refresh needs the refresh token, not the access or id
+#: token (whether an access token is stored is read as ``qb_has_access_token``).
+_NOT_READ = ("access_token", "id_token")
+
+
+def _read_fields() -> list[Any]:
+    return [f for f in QuickBooksConnection._meta.concrete_fields if f.name not in _NOT_READ]
+
+
+@functools.cache
+def _lease_sql(alias: str) -> str:
+    """``UPDATE … RETURNING``: take a free or expired lease and read the row in one
+    statement. Which case it was is told by the owner written (``.f`` free, ``.t``
+    taken over), the one thing RETURNING cannot say about the row before."""
+    db = connections[alias]
+    now, later = _CLOCKS[db.vendor]
+    meta = QuickBooksConnection._meta
+    q = db.ops.quote_name
+    owner, expires = q("refresh_lease_owner"), q("refresh_lease_expires_at")
+    columns = ", ".join(q(str(f.column)) for f in _read_fields())
+    return (
+        f"UPDATE {q(meta.db_table)} SET {owner} = CASE WHEN {expires} IS NULL THEN %s "  # noqa: S608 - names are ours
+        f"ELSE %s END, {expires} = {later} WHERE {q(str(meta.pk.column))} = %s AND "
+        f"({expires} IS NULL OR {expires} < {now}) "
+        f"RETURNING {columns}, {q('access_token')} IS NOT NULL"
+    )
+
+
+@functools.cache
+def _readers(alias: str) -> tuple[list[str], list[tuple[list[Any], Any]]]:
+    """The attribute names of the columns RETURNING gives, and the converters (with their
+    column) that turn each raw value into the model's (decrypting the refresh token)."""
+    db = connections[alias]
+    table = QuickBooksConnection._meta.db_table
+    readers = []
+    for f in _read_fields():
+        column = f.get_col(table)
+        readers.append((db.ops.get_db_converters(column) + f.get_db_converters(db), column))
+    return [f.attname for f in _read_fields()], readers
+
+
+def _as_row(alias: str, raw: tuple[Any, ...]) -> QuickBooksConnection:
+    """The row RETURNING gave, as a connection whose access and id tokens are deferred."""
+    names, readers = _readers(alias)
+    db = connections[alias]
+    values = []
+    for value, (converters, column) in zip(raw[:-1], readers, strict=True):
+        for convert in converters:
+            value = convert(value, column, db)
+        values.append(value)
+    row = QuickBooksConnection.from_db(alias, names, values)
+    row.qb_has_access_token = bool(raw[-1])  # type: ignore[attr-defined]  # as with_token_presence() names it
+    return row
+
+
+def try_lease(pk: int, owner: str) -> tuple[str, QuickBooksConnection | None] | None:
+    """Take the row's lease if it is free (:data:`FREE`) or expired (:data:`TAKEOVER`).
+
+    Returns ``(how, row)``, the row as it is under the new lease where the database
+    can say so in the same statement (PostgreSQL, SQLite: ``UPDATE … RETURNING``), else
+    None for the row; or None when the lease is held.
+    """
+    alias = router.db_for_write(QuickBooksConnection)
+    db = connections[alias]
+    if db.vendor in _CLOCKS:
+        params: list[Any] = [f"{owner}.f", f"{owner}.t", qb_settings.REFRESH_LEASE_TTL, pk]
+        with db.cursor() as cursor:
+            cursor.execute(_lease_sql(alias), params)
+            raw = cursor.fetchone()
+        if raw is None:
+            return None
+        row = _as_row(alias, raw)
+        return (TAKEOVER if row.refresh_lease_owner.endswith(".t") else FREE), row
+    values = {"refresh_lease_owner": f"{owner}.f", "refresh_lease_expires_at": db_now_plus(_ttl())}
     if _rows().filter(pk=pk, refresh_lease_expires_at__isnull=True).update(**values):
-        return FREE
+        return FREE, None
+    values["refresh_lease_owner"] = f"{owner}.t"
     if _rows().filter(pk=pk, refresh_lease_expires_at__lt=Now()).update(**values):
-        return TAKEOVER
+        return TAKEOVER, None
     return None
 
 
@@ -133,7 +221,11 @@ def acquire_or_wait(
         taken_at = time.monotonic()
         taken = try_lease(connection.pk, owner) if lease_free else None
         if taken:
-            return Lease(owner, True, takeover=taken == TAKEOVER, taken_at=taken_at)
+            how, row_now = taken
+            suffix = ".t" if how == TAKEOVER else ".f"
+            return Lease(
+                owner + suffix, True, row=row_now, takeover=how == TAKEOVER, taken_at=taken_at
+            )
         row = _rows().get(pk=connection.pk)
         if done(row):
             return Lease(owner, False, row)

@@ -20,7 +20,7 @@ from typing import Any
 
 from django.db import Error as DatabaseError
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from .. import client, signals
@@ -40,7 +40,7 @@ from ..redact import holds_tokens
 from . import lease as leases
 from . import unreadable
 from .flight import apply
-from .store import copy_row, store, store_later, token_fields
+from .store import copy_row, store, store_later, token_fields, write_tokens_and_event
 
 logger = logging.getLogger("qb_oauth.tokens")
 
@@ -124,29 +124,29 @@ def store_refreshed(
     if not row.client_id:
         values["client_id"] = (qb_settings.CLIENT_ID or "")[:255]  # these keys work for it
     rotated = tokens.refresh_token != used
-    held = Q(refresh_lease_owner=lease.owner) | Q(token_version=version)
+    event = {
+        "kind": EventKind.REFRESHED,
+        "at": now,
+        "detail": "New refresh token issued." if rotated else "Access token renewed.",
+        "intuit_tid": tokens.intuit_tid or "",
+        "actor_id": actor.pk if getattr(actor, "is_authenticated", False) else None,
+    }
 
     def write() -> QuickBooksConnection | None:
-        with transaction.atomic():
-            if not _rows().filter(pk=row.pk).filter(held).update(**values):
-                return None
-            if used == row.refresh_token:
-                # Nobody wrote tokens since ``row`` was read under the lease: the stored
-                # row is ``row`` with these values, no need to read it back.
-                apply(row, {k: v for k, v in values.items() if k != "token_version"})
-                row.token_version = version + 1
-                fresh = row
-            else:  # the retry with a newer token: read back what is stored
-                fresh = _rows().get(pk=row.pk)
-            record_event(
-                row.pk,
-                EventKind.REFRESHED,
-                "New refresh token issued." if rotated else "Access token renewed.",
-                intuit_tid=tokens.intuit_tid,
-                actor=actor,
-            )
-            send_on_commit(signals.tokens_refreshed, fresh, rotated=rotated)
-            return fresh
+        if not write_tokens_and_event(
+            row.pk, values, owner=lease.owner, version=version, event=event
+        ):
+            return None
+        if used == row.refresh_token:
+            # Nobody wrote tokens since ``row`` was read under the lease: the stored
+            # row is ``row`` with these values, no need to read it back.
+            apply(row, {k: v for k, v in values.items() if k != "token_version"})
+            row.token_version = version + 1
+            fresh = row
+        else:  # the retry with a newer token: read back what is stored
+            fresh = _rows().get(pk=row.pk)
+        send_on_commit(signals.tokens_refreshed, fresh, rotated=rotated)
+        return fresh
 
     try:
         stored = store(

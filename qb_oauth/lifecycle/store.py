@@ -13,6 +13,7 @@ process lives. docs/reliability.md has the table of these unlucky paths.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -20,7 +21,9 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from django.db import Error as DatabaseError
-from django.db import connections, transaction
+from django.db import connections, router, transaction
+from django.db.models import Field, Q
+from django.db.models.expressions import CombinedExpression
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -32,7 +35,7 @@ from tenacity import (
 )
 
 from ..client import TokenResponse
-from ..models import ConnectionState, QuickBooksConnection
+from ..models import ConnectionEvent, ConnectionState, QuickBooksConnection
 from ..redact import holds_tokens
 
 logger = logging.getLogger("qb_oauth.tokens")
@@ -69,23 +72,29 @@ def token_fields(tokens: TokenResponse, now: datetime) -> dict[str, Any]:
 
 
 def copy_row(connection: QuickBooksConnection, row: QuickBooksConnection) -> None:
-    """Give ``connection`` every column of ``row`` (the caller's object is updated in place)."""
+    """Give ``connection`` every column ``row`` holds (the caller's object is updated in
+    place); a column ``row`` did not load is left as ``connection`` has it."""
+    deferred = row.get_deferred_fields()
     for f in QuickBooksConnection._meta.concrete_fields:
-        setattr(connection, f.attname, getattr(row, f.attname))
+        if f.attname not in deferred:
+            setattr(connection, f.attname, getattr(row, f.attname))
+
+
+def _note_retry(pk: int | None, what: str, error: BaseException | None) -> None:
+    logger.warning(
+        "Storing %s of connection %s failed (%s); retrying.",
+        what,
+        pk if pk is not None else "(new)",
+        type(error).__name__,  # the class only: a database message may quote the row
+    )
+    db = transaction.get_connection()
+    if not db.in_atomic_block:
+        db.close_if_unusable_or_obsolete()  # a failover left it broken: reconnect
 
 
 def _retrying(seconds: float, pk: int | None, what: str) -> Retrying:
     def before_sleep(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        logger.warning(
-            "Storing %s of connection %s failed (%s); retrying.",
-            what,
-            pk if pk is not None else "(new)",
-            type(error).__name__,  # the class only: a database message may quote the row
-        )
-        db = transaction.get_connection()
-        if not db.in_atomic_block:
-            db.close_if_unusable_or_obsolete()  # a failover left it broken: reconnect
+        _note_retry(pk, what, state.outcome.exception() if state.outcome else None)
 
     return Retrying(
         retry=retry_if_exception_type(DatabaseError),
@@ -99,6 +108,12 @@ def _retrying(seconds: float, pk: int | None, what: str) -> Retrying:
 def store(write: Callable[[], T], *, seconds: float, pk: int | None, what: str) -> T:
     """Run ``write`` (one short transaction), retrying database errors for ``seconds``; the
     last error is raised when they run out."""
+    try:  # the usual case, without building the retries
+        return write()
+    except DatabaseError as error:
+        if seconds <= 0:
+            raise
+        _note_retry(pk, what, error)
     for attempt in _retrying(seconds, pk, what):
         with attempt:
             return write()
@@ -147,3 +162,89 @@ def store_later(
             connections.close_all()
 
     threading.Thread(target=run, name=f"qb_oauth-store-{pk}", daemon=True).start()
+
+
+def write_tokens_and_event(
+    pk: int,
+    values: dict[str, Any],
+    *,
+    owner: str,
+    version: int,
+    event: dict[str, Any],
+) -> bool:
+    """Write ``values`` over row ``pk`` while ``owner`` holds its lease or its tokens are
+    still ``version``, and append ``event`` (a ``ConnectionEvent``'s fields), in one short
+    transaction; whether the row was written.
+
+    On PostgreSQL it is one statement (an ``UPDATE`` inside a ``WITH`` whose ``INSERT``
+    appends the event only for the row written), so a refresh touches the database as
+    seldom as a plain ``save()`` would; elsewhere the same two writes in a transaction.
+    ``values`` may hold ``F("token_version") + 1``, written as the increment it is.
+    """
+    db = connections[router.db_for_write(QuickBooksConnection)]
+    if db.vendor != "postgresql":
+        with transaction.atomic(using=db.alias):
+            held = Q(refresh_lease_owner=owner) | Q(token_version=version)
+            if not QuickBooksConnection.objects.filter(pk=pk).filter(held).update(**values):
+                return False
+            ConnectionEvent.objects.create(connection_id=pk, **event)
+        return True
+    sql, params = _write_sql(db, pk, values, owner=owner, version=version, event=event)
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() is not None
+
+
+@functools.cache
+def _write_statement(alias: str, names: tuple[str, ...], event_names: tuple[str, ...]) -> str:
+    """The one statement of :func:`write_tokens_and_event` for these columns (cached: a
+    refresh writes the same columns every time)."""
+    q = connections[alias].ops.quote_name
+    meta, event_meta = QuickBooksConnection._meta, ConnectionEvent._meta
+    assignments = []
+    for name in names:
+        column = q(str(_field(meta, name).column))
+        if name == "token_version":  # F("token_version") + 1: the increment it is
+            assignments.append(f"{column} = {column} + 1")
+        else:
+            assignments.append(f"{column} = %s")
+    columns = ", ".join(q(str(_field(event_meta, n).column)) for n in ("connection", *event_names))
+    placeholders = ", ".join(["id"] + ["%s"] * len(event_names))
+    return (
+        f"WITH stored AS (UPDATE {q(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608 - names are ours
+        f"WHERE {q(str(meta.pk.column))} = %s AND ({q('refresh_lease_owner')} = %s "
+        f"OR {q('token_version')} = %s) RETURNING {q(str(meta.pk.column))} AS id) "
+        f"INSERT INTO {q(event_meta.db_table)} ({columns}) SELECT {placeholders} FROM stored "
+        f"RETURNING 1"
+    )
+
+
+def _field(meta: Any, name: str) -> Field:
+    field = meta.get_field(name)
+    assert isinstance(field, Field)
+    return field
+
+
+def _prepared(field: Field, value: Any, db: Any) -> Any:
+    # An aware datetime goes to PostgreSQL as it is (what the field would do, in a tenth
+    # of the time); everything else, the encrypted tokens first, through the field.
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value
+    return field.get_db_prep_save(value, db)
+
+
+def _write_sql(
+    db: Any, pk: int, values: dict[str, Any], *, owner: str, version: int, event: dict[str, Any]
+) -> tuple[str, list[Any]]:
+    meta, event_meta = QuickBooksConnection._meta, ConnectionEvent._meta
+    for name, value in values.items():
+        if isinstance(value, CombinedExpression) and name != "token_version":
+            raise ValueError(f"only token_version may be an expression, not {name}")
+    params = [
+        _prepared(_field(meta, name), value, db)
+        for name, value in values.items()
+        if name != "token_version"
+    ]
+    params += [pk, owner, version]
+    params += [_prepared(_field(event_meta, n), v, db) for n, v in event.items()]
+    return _write_statement(db.alias, tuple(values), tuple(event)), params

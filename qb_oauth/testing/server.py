@@ -35,6 +35,7 @@ class Writer(Protocol):
 
 class _ServerHandler(ServerHandler):
     request_handler: _RequestHandler
+    http_version = "1.1"
     _trickled = 0  # bytes of a "trickle" answer written so far
 
     def _write(self, data: bytes) -> None:
@@ -54,6 +55,13 @@ class _ServerHandler(ServerHandler):
             self.stdout.flush()
             self._trickled += 1
 
+    def close(self) -> None:
+        # Known only now, and forgotten by wsgiref's close(): whether the answer said how
+        # long it is. Without a Content-Length its end is the end of the connection.
+        headers = self.headers  # type: ignore[attr-defined]  # set by wsgiref.start_response
+        self.request_handler.sized = headers is not None and "Content-Length" in headers
+        super().close()
+
     def handle_error(self) -> None:
         exc = sys.exc_info()[1]
         if isinstance(exc, DropConnection) and not self.headers_sent:  # type: ignore[attr-defined]
@@ -68,17 +76,49 @@ class _ServerHandler(ServerHandler):
 
 class _RequestHandler(WSGIRequestHandler):
     drop: DropConnection | None = None
+    sized = False  # the last answer had a Content-Length
+    # HTTP/1.1 with keep-alive, as Intuit answers: a client that reuses its connections
+    # pays one TCP handshake, not one per call. An idle connection is closed after this.
+    protocol_version = "HTTP/1.1"
+    timeout = 60
+
+    def setup(self) -> None:
+        super().setup()
+        # wsgiref writes the head and the body apart: with Nagle's algorithm, a kept-alive
+        # connection would wait for the client's delayed ACK (40 ms) between the two.
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        server = self.server
+        assert isinstance(server, _ThreadingWSGIServer)
+        server.opened(self.connection)
 
     def handle(self) -> None:
+        # BaseHTTPRequestHandler's loop: requests one after another on the connection.
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection:
+            self.handle_one_request()
+
+    def handle_one_request(self) -> None:
         # wsgiref's handle(), with a ServerHandler that can drop the connection.
-        self.raw_requestline = self.rfile.readline(65537)
+        self.drop = None
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+        except (TimeoutError, OSError):
+            self.close_connection = True  # idle past the timeout, or the client went away
+            return
+        if not self.raw_requestline:
+            self.close_connection = True
+            return
         if len(self.raw_requestline) > 65536:
             self.requestline = ""
             self.request_version = ""
             self.command = ""
             self.send_error(414)
+            self.close_connection = True
             return
         if not self.parse_request():
+            self.close_connection = True
             return
         handler = _ServerHandler(
             self.rfile,
@@ -90,7 +130,10 @@ class _RequestHandler(WSGIRequestHandler):
         handler.request_handler = self
         handler.run(self.server.get_app())  # type: ignore[attr-defined]  # a WSGIServer
         if self.drop is not None:
+            self.close_connection = True
             self._drop_connection(self.drop)
+        elif not self.sized:
+            self.close_connection = True
 
     def _drop_connection(self, drop: DropConnection) -> None:
         sock = self.connection
@@ -115,6 +158,34 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     block_on_close = False
     allow_reuse_address = True
     request_queue_size = 128
+
+    fake: FakeIntuit | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def opened(self, sock: socket.socket) -> None:
+        """A client connected: count it (``fake.connections``), keep it to close on stop."""
+        with self._open_lock:
+            self._open.add(sock)
+        if self.fake is not None:
+            with self.fake._lock:
+                self.fake.connections += 1
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End every kept-alive connection (a stopped fake answers nobody)."""
+        with self._open_lock:
+            open_now, self._open = list(self._open), set()
+        for sock in open_now:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request, client_address) -> None:
         exc = sys.exc_info()[1]
@@ -150,6 +221,7 @@ class FakeIntuitServer:
             return self
         httpd = _ThreadingWSGIServer((self.host, self.port), _RequestHandler)
         httpd.set_app(self.fake.wsgi_app)
+        httpd.fake = self.fake
         self._httpd = httpd
         self.port = httpd.server_address[1]
         self.fake._interrupt.clear()
@@ -170,6 +242,7 @@ class FakeIntuitServer:
             return
         self.fake._interrupt.set()  # wake sleeping "timeout" faults and latencies
         httpd.shutdown()
+        httpd.close_connections()
         httpd.server_close()
         self.fake._interrupt.clear()  # the sleepers are awake; later sleeps sleep again
         if self._thread is not None:

@@ -25,6 +25,7 @@ class Controls:
     grants: list[Grant]
     counts: Counter[str]
     refresh_counts: Counter[str]
+    connections: int
     requests: list[tuple[str, str, str]]
     _lock: threading.RLock
     _access_index: dict[str, Grant]
@@ -34,6 +35,7 @@ class Controls:
 
     def reset_counters(self) -> None:
         with self._lock:
+            self.connections = 0
             self.counts.clear()
             self.refresh_counts.clear()
             self.requests.clear()

@@ -97,6 +97,8 @@ class FakeIntuit(
         }
 
         self.counts: Counter[str] = Counter()
+        #: TCP connections the HTTP server accepted (it keeps them alive, as Intuit does).
+        self.connections = 0
         self.refresh_counts: Counter[str] = Counter()
         self.requests: list[tuple[str, str, str]] = []
         self.grants: list[Grant] = []
