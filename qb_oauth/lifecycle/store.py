@@ -178,27 +178,41 @@ def write_tokens_and_event(
 
     On PostgreSQL it is one statement (an ``UPDATE`` inside a ``WITH`` whose ``INSERT``
     appends the event only for the row written), so a refresh touches the database as
-    seldom as a plain ``save()`` would; elsewhere the same two writes in a transaction.
-    ``values`` may hold ``F("token_version") + 1``, written as the increment it is.
+    seldom as a plain ``save()`` would; on SQLite the same two writes, prepared once, in a
+    transaction; elsewhere the ORM's. ``values`` may hold ``F("token_version") + 1``,
+    written as the increment it is.
     """
     db = connections[router.db_for_write(QuickBooksConnection)]
-    if db.vendor != "postgresql":
+    if db.vendor not in ("postgresql", "sqlite"):
         with transaction.atomic(using=db.alias):
             held = Q(refresh_lease_owner=owner) | Q(token_version=version)
             if not QuickBooksConnection.objects.filter(pk=pk).filter(held).update(**values):
                 return False
             ConnectionEvent.objects.create(connection_id=pk, **event)
         return True
-    sql, params = _write_sql(db, pk, values, owner=owner, version=version, event=event)
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone() is not None
+    update_params, event_params = _params(db, pk, values, owner=owner, version=version, event=event)
+    update, insert_stored, insert = _statements(db.alias, tuple(values), tuple(event))
+    if db.vendor == "postgresql":
+        with db.cursor() as cursor:
+            cursor.execute(
+                f"WITH stored AS ({update}) {insert_stored}", update_params + event_params
+            )
+            return cursor.fetchone() is not None
+    with transaction.atomic(using=db.alias), db.cursor() as cursor:
+        cursor.execute(update, update_params)
+        if cursor.fetchone() is None:
+            return False
+        cursor.execute(insert, [pk, *event_params])
+        return True
 
 
 @functools.cache
-def _write_statement(alias: str, names: tuple[str, ...], event_names: tuple[str, ...]) -> str:
-    """The one statement of :func:`write_tokens_and_event` for these columns (cached: a
-    refresh writes the same columns every time)."""
+def _statements(
+    alias: str, names: tuple[str, ...], event_names: tuple[str, ...]
+) -> tuple[str, str, str]:
+    """The ``UPDATE`` of the row and the ``INSERT`` of its event for these columns (cached:
+    a refresh writes the same columns every time): the insert that reads the row's id from
+    the update's ``stored`` (PostgreSQL's one statement), and the one given it (SQLite)."""
     q = connections[alias].ops.quote_name
     meta, event_meta = QuickBooksConnection._meta, ConnectionEvent._meta
     assignments = []
@@ -208,14 +222,19 @@ def _write_statement(alias: str, names: tuple[str, ...], event_names: tuple[str,
             assignments.append(f"{column} = {column} + 1")
         else:
             assignments.append(f"{column} = %s")
+    pk = q(str(meta.pk.column))
+    update = (
+        f"UPDATE {q(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608 - names are ours
+        f"WHERE {pk} = %s AND ({q('refresh_lease_owner')} = %s OR {q('token_version')} = %s) "
+        f"RETURNING {pk} AS id"
+    )
     columns = ", ".join(q(str(_field(event_meta, n).column)) for n in ("connection", *event_names))
-    placeholders = ", ".join(["id"] + ["%s"] * len(event_names))
+    placeholders = ", ".join(["%s"] * len(event_names))
+    into = f"INSERT INTO {q(event_meta.db_table)} ({columns})"  # noqa: S608 - names are ours
     return (
-        f"WITH stored AS (UPDATE {q(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608 - names are ours
-        f"WHERE {q(str(meta.pk.column))} = %s AND ({q('refresh_lease_owner')} = %s "
-        f"OR {q('token_version')} = %s) RETURNING {q(str(meta.pk.column))} AS id) "
-        f"INSERT INTO {q(event_meta.db_table)} ({columns}) SELECT {placeholders} FROM stored "
-        f"RETURNING 1"
+        update,
+        f"{into} SELECT id, {placeholders} FROM stored RETURNING 1",  # noqa: S608
+        f"{into} VALUES (%s, {placeholders})",
     )
 
 
@@ -228,23 +247,22 @@ def _field(meta: Any, name: str) -> Field:
 def _prepared(field: Field, value: Any, db: Any) -> Any:
     # An aware datetime goes to PostgreSQL as it is (what the field would do, in a tenth
     # of the time); everything else, the encrypted tokens first, through the field.
-    if isinstance(value, datetime) and value.tzinfo is not None:
+    if db.vendor == "postgresql" and isinstance(value, datetime) and value.tzinfo is not None:
         return value
     return field.get_db_prep_save(value, db)
 
 
-def _write_sql(
+def _params(
     db: Any, pk: int, values: dict[str, Any], *, owner: str, version: int, event: dict[str, Any]
-) -> tuple[str, list[Any]]:
+) -> tuple[list[Any], list[Any]]:
     meta, event_meta = QuickBooksConnection._meta, ConnectionEvent._meta
     for name, value in values.items():
         if isinstance(value, CombinedExpression) and name != "token_version":
             raise ValueError(f"only token_version may be an expression, not {name}")
-    params = [
+    update = [
         _prepared(_field(meta, name), value, db)
         for name, value in values.items()
         if name != "token_version"
     ]
-    params += [pk, owner, version]
-    params += [_prepared(_field(event_meta, n), v, db) for n, v in event.items()]
-    return _write_statement(db.alias, tuple(values), tuple(event)), params
+    update += [pk, owner, version]
+    return update, [_prepared(_field(event_meta, n), v, db) for n, v in event.items()]
