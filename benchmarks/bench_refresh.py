@@ -101,7 +101,7 @@ def statements(fn, pk: int) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", choices=("auto", "postgres", "sqlite"), default="auto")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
     parser.add_argument("--per-round", type=int, default=20, help="refreshes per way and round")
     parser.add_argument("--show-sql", action="store_true", help="print each way's statements")
     args = parser.parse_args()
