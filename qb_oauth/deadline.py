@@ -48,6 +48,7 @@ class _Watchdog:
         self._heap: list[tuple[float, int, _Watch]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._cancelled = 0
 
     def watch(self, watch: _Watch) -> None:
         with self._cond:
@@ -60,11 +61,26 @@ class _Watchdog:
             elif self._heap[0][2] is watch:
                 self._cond.notify()
 
+    def cancel(self, watches: list[_Watch]) -> None:
+        """Forget finished calls. Entries are dropped when they reach the top of the heap,
+        or all at once when most of the heap is finished calls: memory stays proportional
+        to the calls in flight, not to the calls made within one deadline."""
+        with self._cond:
+            for watch in watches:
+                watch.cancelled = True
+                watch.conn = None
+            self._cancelled += len(watches)
+            if self._cancelled > 64 and self._cancelled * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 while self._heap and self._heap[0][2].cancelled:
                     heapq.heappop(self._heap)
+                    self._cancelled = max(0, self._cancelled - 1)
                 if not self._heap:
                     self._cond.wait()
                     continue
@@ -73,15 +89,17 @@ class _Watchdog:
                     self._cond.wait(wait)
                     continue
                 _deadline, _seq, watch = heapq.heappop(self._heap)
+                conn = watch.conn
             if not watch.cancelled:
                 watch.owner.expired = True
-                _shut_down(watch.conn)
+                _shut_down(conn)
 
     def _after_fork(self) -> None:
         # The thread does not survive a fork (django-q2 forks its workers): start afresh.
         self._cond = threading.Condition()
         self._heap = []
         self._thread = None
+        self._cancelled = 0
 
 
 def _shut_down(conn: Any) -> None:
@@ -118,9 +136,9 @@ class CallDeadline:
         _WATCHDOG.watch(watch)
 
     def _close(self) -> None:
-        for watch in self._watches:
-            watch.cancelled = True
-        self._watches.clear()
+        if self._watches:
+            _WATCHDOG.cancel(self._watches)
+            self._watches = []
 
 
 @contextlib.contextmanager

@@ -105,3 +105,17 @@ def test_a_fast_call_is_untouched_and_the_connection_is_reused(fake_intuit):
         with call_deadline(5) as deadline:
             assert session.get(fake_intuit.discovery_url, timeout=5).status_code == 200
         assert not deadline.expired
+
+
+def test_finished_calls_do_not_pile_up_in_the_watchdog(fake_intuit):
+    """A finished call's watch leaves the watchdog's heap long before its deadline, so a
+    busy process (a sweep at hundreds of refreshes a second) holds memory for the calls
+    in flight only, not for every call made within the last deadline."""
+    from qb_oauth import deadline as deadline_module
+
+    session = client.http_session()
+    for _ in range(300):
+        with call_deadline(60):
+            assert session.get(fake_intuit.discovery_url, timeout=5).status_code == 200
+    # 300 watches with a 60 s deadline were pushed; at most the compaction threshold stays.
+    assert len(deadline_module._WATCHDOG._heap) <= 65
