@@ -288,6 +288,8 @@ def check_webhook_token(app_configs=None, **kwargs) -> list[CheckMessage]:
     """W005: ``qb_oauth:webhooks`` resolves but no verifier token is set (every POST: 401)."""
     from django.urls import NoReverseMatch, reverse
 
+    if not isinstance(getattr(settings, "QB_OAUTH", None), dict):
+        return []  # E008 says so
     try:
         tokens = qb_settings.WEBHOOK_VERIFIER_TOKEN
     except Invalid:
