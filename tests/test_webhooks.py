@@ -326,3 +326,31 @@ def test_resend_sends_the_signal_again(
     assert len(received.calls) == 2
     row.refresh_from_db()
     assert row.processed_at is not None and row.attempts == 1
+
+
+def test_an_unknown_realm_connected_later_is_known_on_resend(
+    intuit, signed, received, user, connect_realm, django_capture_on_commit_callbacks
+):
+    from qb_oauth.webhooks.process import resend
+
+    signed([intuit.webhook_event(REALM_2, "Invoice", "5", "updated")])
+    row = WebhookEvent.objects.get()
+    assert row.unknown_realm and received.calls[0]["connections"] == []
+    conn = connect_realm(user, REALM_2)
+    with django_capture_on_commit_callbacks(execute=True):
+        resend([row.pk])
+    row.refresh_from_db()
+    assert not row.unknown_realm and received.calls[1]["connections"] == [conn]
+    assert list(row.connections.all()) == [conn]
+
+
+def test_only_active_connections_are_given(
+    intuit, signed, received, user, other_user, connect_realm
+):
+    from qb_oauth import tokens
+
+    active = connect_realm(user, REALM_1)
+    gone = connect_realm(other_user, REALM_1)
+    tokens.revoke(gone)  # disconnected: tokens dropped, not active any more
+    signed([intuit.webhook_event(REALM_1, "Invoice", "5", "updated")])
+    assert received.calls[0]["connections"] == [active]

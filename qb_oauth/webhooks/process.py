@@ -87,9 +87,10 @@ def process_event(pk: int) -> str:
     event = WebhookEvent.objects.get(pk=pk)
     connections = list(QuickBooksConnection.objects.active().filter(realm_id=event.realm_id))
     event.connections.set(connections)
-    if not connections and not event.unknown_realm:
-        event.unknown_realm = True
-        WebhookEvent.objects.filter(pk=pk).update(unknown_realm=True)
+    if event.unknown_realm != (not connections):  # a re-sent event may have found its realm
+        event.unknown_realm = not connections
+        WebhookEvent.objects.filter(pk=pk).update(unknown_realm=event.unknown_realm)
+    if not connections:
         logger.warning(
             "Webhook event %s of realm %s: no active connection holds the realm.",
             pk,
