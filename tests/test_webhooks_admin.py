@@ -82,3 +82,17 @@ def test_resend_action(admin_client, events, django_capture_on_commit_callbacks)
     assert sorted(c["event"].pk for c in received.calls) == sorted([ok.pk, bad.pk])
     bad.refresh_from_db()
     assert not bad.failed and bad.processed_at is not None and bad.attempts == 1
+
+
+def test_resend_needs_the_change_permission(client, django_user_model, events):
+    from django.contrib.auth.models import Permission
+
+    staff = django_user_model.objects.create_user("viewer", "v@example.com", "pw", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_webhookevent"))
+    client.force_login(staff)
+    page = client.get(reverse(CHANGELIST))
+    assert page.status_code == 200 and "resend_signal" not in page.content.decode()
+    staff.user_permissions.add(Permission.objects.get(codename="change_webhookevent"))
+    staff = django_user_model.objects.get(pk=staff.pk)  # a fresh permission cache
+    client.force_login(staff)
+    assert "resend_signal" in client.get(reverse(CHANGELIST)).content.decode()
