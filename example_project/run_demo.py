@@ -140,6 +140,8 @@ def main() -> int:
         fake = FakeIntuit(
             redirect_uris=callbacks,
             disconnect_url=f"{site_url}/quickbooks/intuit/disconnect/",
+            webhook_url=f"{site_url}/quickbooks/webhooks/",
+            webhook_verifier_token="example-webhook-verifier-not-a-secret",  # settings.py's
         )
         server = FakeIntuitServer(fake, host=HOST, port=pick_port(8765)).start()
         env["QB_FAKE_INTUIT_URL"] = server.url
@@ -172,7 +174,8 @@ def main() -> int:
             for company in fake.companies:
                 say(f"    {company.realm_id}  {company.name}")
             say(f"  Fake Intuit's controls: {server.url}/_fake/ (move its clock an hour ahead,")
-            say("  or disconnect a company 'inside QuickBooks')")
+            say("  disconnect a company 'inside QuickBooks', or send a webhook: the home page")
+            say("  lists the events the site received)")
             say("  (The fake forgets its grants when it stops: companies connected in an")
             say("  earlier run show 'Needs reconnecting' until you reconnect them.)")
         else:

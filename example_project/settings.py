@@ -79,6 +79,9 @@ LOGOUT_REDIRECT_URL = "/"
 # The key that encrypts the stored tokens. Any real site keeps it apart from SECRET_KEY.
 FERNET_KEYS = [os.environ.get("QB_FERNET_KEY", "example-project-fernet-key-not-a-secret")]
 
+#: The fake Intuit signs the demo's webhooks with this (run_demo.py gives it the same).
+DEMO_WEBHOOK_VERIFIER_TOKEN = "example-webhook-verifier-not-a-secret"
+
 if os.environ.get("QB_CLIENT_ID") and os.environ.get("QB_CLIENT_SECRET"):
     QB_INTUIT = "Intuit's sandbox"
     QB_OAUTH = {
@@ -88,13 +91,17 @@ if os.environ.get("QB_CLIENT_ID") and os.environ.get("QB_CLIENT_SECRET"):
     }
     if os.environ.get("QB_REDIRECT_URI"):
         QB_OAUTH["REDIRECT_URI"] = os.environ["QB_REDIRECT_URI"]
+    if os.environ.get("QB_WEBHOOK_VERIFIER_TOKEN"):  # your app's Webhooks page at Intuit
+        QB_OAUTH["WEBHOOK_VERIFIER_TOKEN"] = os.environ["QB_WEBHOOK_VERIFIER_TOKEN"]
 else:
     from qb_oauth.testing import FakeIntuit
 
     QB_INTUIT = "the fake Intuit"
     QB_FAKE_INTUIT_URL = os.environ.get("QB_FAKE_INTUIT_URL", "http://127.0.0.1:8765")
     # The settings that point qb_oauth at a fake served there (its discovery URL and API).
-    QB_OAUTH = FakeIntuit(base_url=QB_FAKE_INTUIT_URL).qb_oauth_settings()
+    QB_OAUTH = FakeIntuit(
+        base_url=QB_FAKE_INTUIT_URL, webhook_verifier_token=DEMO_WEBHOOK_VERIFIER_TOKEN
+    ).qb_oauth_settings()
     # Plain http to loopback needs no OAUTHLIB_INSECURE_TRANSPORT: qb_oauth allows it.
 
 Q_CLUSTER = {

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.shortcuts import render
 
 from qb_oauth.exceptions import QuickBooksError, ReauthorizationRequired
-from qb_oauth.models import QuickBooksConnection
+from qb_oauth.models import QuickBooksConnection, WebhookEvent
 
 
 def live_company_name(connection):
@@ -21,6 +21,7 @@ def live_company_name(connection):
 
 def home(request):
     rows = []
+    events = []
     if request.user.is_authenticated:
         for connection in QuickBooksConnection.objects.for_user(request.user):
             row = {"connection": connection, "live_name": None, "problem": None}
@@ -33,4 +34,12 @@ def home(request):
                     row["problem"] = "QuickBooks didn't answer just now; reload in a moment."
                 connection.refresh_from_db()  # the state may have changed on the way
             rows.append(row)
-    return render(request, "example/home.html", {"rows": rows, "intuit": settings.QB_INTUIT})
+        # What Intuit notified about the user's companies (qb_oauth stores it; the
+        # webhook_received signal is where a real site would act on it).
+        realms = {row["connection"].realm_id for row in rows}
+        events = list(WebhookEvent.objects.filter(realm_id__in=realms)[:10])
+    return render(
+        request,
+        "example/home.html",
+        {"rows": rows, "events": events, "intuit": settings.QB_INTUIT},
+    )

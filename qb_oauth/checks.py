@@ -16,6 +16,7 @@ qb_oauth.W001       FERNET_KEYS is not set: tokens would be encrypted with SECRE
 qb_oauth.W002       django_q is not installed: nothing refreshes connections on schedule
 qb_oauth.W003       REDIRECT_URI is not https outside DEBUG
 qb_oauth.W004       stored connections were made with another Intuit app's client id
+qb_oauth.W005       the webhook URL is included but WEBHOOK_VERIFIER_TOKEN is not set
 ==================  ===========================================================
 """
 
@@ -280,3 +281,34 @@ def check_installed(app_configs=None, **kwargs) -> list[CheckMessage]:
             )
         )
     return errors
+
+
+@register(Tags.urls, "qb_oauth")
+def check_webhook_token(app_configs=None, **kwargs) -> list[CheckMessage]:
+    """W005: ``qb_oauth:webhooks`` resolves but no verifier token is set (every POST: 401)."""
+    from django.urls import NoReverseMatch, reverse
+
+    if not isinstance(getattr(settings, "QB_OAUTH", None), dict):
+        return []  # E008 says so
+    try:
+        tokens = qb_settings.WEBHOOK_VERIFIER_TOKEN
+    except Invalid:
+        return []  # E011 says so
+    if tokens:
+        return []
+    try:
+        url = reverse("qb_oauth:webhooks")
+    except NoReverseMatch:
+        return []
+    except Exception:  # an URLconf that does not import is Django's own check's business
+        return []
+    return [
+        Warning(
+            f"The webhook endpoint {url} is included, but QB_OAUTH['WEBHOOK_VERIFIER_TOKEN'] "
+            "is not set: it answers every notification 401.",
+            hint="Copy the verifier token from your app's Webhooks page at Intuit into "
+            "QB_OAUTH['WEBHOOK_VERIFIER_TOKEN'] (docs/webhooks.md), or silence "
+            "qb_oauth.W005 if you do not use webhooks.",
+            id="qb_oauth.W005",
+        )
+    ]

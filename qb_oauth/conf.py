@@ -172,6 +172,17 @@ def endpoint_map(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def verifier_tokens(value: Any) -> list[str]:
+    """One verifier token, or a list of them while a new one is rolled in."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple) and all(isinstance(t, str) and t for t in value):
+        return list(value)
+    raise Invalid("a verifier token string, or a list of non-empty strings")
+
+
 def _lease_ttl(value: Any) -> float | None:
     return None if value is None else seconds()(value)
 
@@ -262,6 +273,23 @@ class QBSettings:
         300,
         seconds(),
         "One check of Intuit's Disconnect URL answers later visits for this long.",
+    )
+
+    # Intuit's webhooks (docs/webhooks.md).
+    WEBHOOK_VERIFIER_TOKEN: Setting[list[str]] = Setting(
+        None,
+        verifier_tokens,
+        "The app's webhook verifier token at Intuit, or a list while rolling in a new one.",
+    )
+    WEBHOOK_MAX_BODY = Setting(
+        1024 * 1024,
+        count(1024),
+        "The largest webhook body accepted, in bytes; a larger one is answered 413.",
+    )
+    WEBHOOK_MAX_ATTEMPTS = Setting(
+        3,
+        count(),
+        "Times a webhook event is signalled while a receiver fails, before it is flagged failed.",
     )
 
     @classmethod

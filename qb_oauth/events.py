@@ -42,17 +42,21 @@ def record_event(
     )
 
 
-def send_robust(signal: Signal, **kwargs: Any) -> None:
+def send_robust(signal: Signal, **kwargs: Any) -> list[tuple[Any, Exception]]:
     """Send ``signal`` now (``sender=QuickBooksConnection``) to every receiver; log a
-    receiver that fails, never raise it."""
+    receiver that fails, never raise it. Returns the receivers that failed, with
+    what they raised (the webhooks retry an event on that)."""
+    failures: list[tuple[Any, Exception]] = []
     for receiver, result in signal.send_robust(sender=QuickBooksConnection, **kwargs):
         if isinstance(result, Exception):
+            failures.append((receiver, result))
             logger.error(
                 "A receiver of a qb_oauth signal failed: %r raised %s",
                 receiver,
                 type(result).__name__,
                 exc_info=result,
             )
+    return failures
 
 
 def send_on_commit(signal: Signal, connection: QuickBooksConnection, **kwargs: Any) -> None:

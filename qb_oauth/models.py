@@ -1,9 +1,10 @@
-"""The data of qb_oauth: connections, their history, and the sweeps' summaries.
+"""The data of qb_oauth: connections, their history, the sweeps' summaries, webhook events.
 
 No HTTP here: everything that speaks to Intuit lives in :mod:`qb_oauth.client`,
 and everything that writes tokens in :mod:`qb_oauth.tokens`. The choices are in
 :mod:`qb_oauth.choices` and the queries in :mod:`qb_oauth.querysets` (both also
-importable from here).
+importable from here). :class:`WebhookEvent` lives in :mod:`qb_oauth.webhooks.record`
+and is importable from here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .conf import qb_settings
 from .exceptions import ConnectionNotActive, CredentialsMismatch, ReauthorizationRequired
 from .fields import TokenField
 from .querysets import EXPIRY_WINDOW_MAX_DAYS, QuickBooksConnectionQuerySet, expiry_window_seconds
+from .webhooks.record import WebhookEvent, WebhookEventQuerySet, WebhookFormat
 
 __all__ = [
     "EXPIRY_WINDOW_MAX_DAYS",
@@ -32,6 +34,9 @@ __all__ = [
     "QuickBooksConnection",
     "QuickBooksConnectionQuerySet",
     "SweepRun",
+    "WebhookEvent",
+    "WebhookEventQuerySet",
+    "WebhookFormat",
     "expiry_window_seconds",
 ]
 

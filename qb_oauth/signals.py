@@ -26,3 +26,11 @@ connection_disconnected = Signal()
 #: Arguments: ``connection``, ``expires_at`` (aware datetime), ``kind``
 #: ("hard": the five-year limit of the grant, or "rolling": refreshing failed).
 refresh_token_expiring = Signal()
+
+#: Intuit notified a change by webhook (sent once per stored event, on the cluster,
+#: after the event committed). Arguments: ``event`` (a
+#: :class:`~qb_oauth.models.WebhookEvent`: realm, entity, entity id, operation),
+#: ``connections`` (a list of the realm's active connections, possibly empty).
+#: A receiver that raises makes the event be sent again (up to
+#: ``WEBHOOK_MAX_ATTEMPTS`` times), then flagged failed.
+webhook_received = Signal()

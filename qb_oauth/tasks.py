@@ -15,8 +15,14 @@ from datetime import datetime
 from typing import Any
 
 from . import sweep
+from .webhooks import process as webhooks
 
-__all__ = ["refresh_connections", "refresh_due_connections", "send_expiry_warnings"]
+__all__ = [
+    "process_webhook_events",
+    "refresh_connections",
+    "refresh_due_connections",
+    "send_expiry_warnings",
+]
 
 
 def refresh_due_connections(*, fan_out: bool | None = None) -> dict[str, Any]:
@@ -52,3 +58,11 @@ def refresh_connections(
 def send_expiry_warnings() -> int:
     """Send ``refresh_token_expiring`` where a refresh token ends soon (also part of the sweep)."""
     return sweep.send_expiry_warnings()
+
+
+def process_webhook_events(pks: list[int]) -> dict[str, Any]:
+    """Send ``webhook_received`` for the stored webhook events ``pks`` (queued by the
+    webhook endpoint once they committed); also picks up pending events whose task was
+    lost. Safe to run twice: each event is claimed before it is signalled."""
+    counts = webhooks.process_events(pks)
+    return {**counts, "host": socket.gethostname(), "pid": os.getpid()}

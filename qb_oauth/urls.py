@@ -11,4 +11,5 @@ urlpatterns = [
     path("<int:pk>/disconnect/", views.disconnect, name="disconnect"),
     path("intuit/disconnect/", views.intuit_disconnect, name="intuit_disconnect"),
     path("intuit/reconnect/", views.reconnect, name="reconnect"),
+    path("webhooks/", views.webhooks, name="webhooks"),
 ]

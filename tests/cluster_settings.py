@@ -6,7 +6,9 @@ and fake Intuit through the environment:
 * ``QB_CLUSTER_DB_NAME``: the database the test uses (its test database);
 * ``QB_CLUSTER_NAME``: the django-q2 cluster (and Redis queue) name, unique per run;
 * ``QB_CLUSTER_QB_OAUTH``: the ``QB_OAUTH`` setting as JSON (the fake's URLs);
-* ``QB_CLUSTER_REDIS_HOST`` / ``QB_CLUSTER_REDIS_PORT`` (default 127.0.0.1:6379).
+* ``QB_CLUSTER_REDIS_HOST`` / ``QB_CLUSTER_REDIS_PORT`` (default 127.0.0.1:6379);
+* ``QB_CLUSTER_WEBHOOK_LOG``: a file every ``webhook_received`` is appended to
+  (tests/webhook_counter), for test_webhooks_cluster.py.
 """
 
 import json
@@ -15,10 +17,13 @@ import os
 os.environ.setdefault("QB_TEST_DB", "postgres")
 
 from tests.settings import *  # noqa: E402,F403
-from tests.settings import DATABASES, QB_OAUTH  # noqa: E402
+from tests.settings import DATABASES, INSTALLED_APPS, QB_OAUTH  # noqa: E402
 
 DATABASES["default"]["NAME"] = os.environ["QB_CLUSTER_DB_NAME"]
 DATABASES["default"]["TEST"] = {"NAME": os.environ["QB_CLUSTER_DB_NAME"]}
+
+if os.environ.get("QB_CLUSTER_WEBHOOK_LOG"):
+    INSTALLED_APPS = [*INSTALLED_APPS, "tests.webhook_counter.apps.WebhookCounterConfig"]
 
 QB_OAUTH = {**QB_OAUTH, **json.loads(os.environ.get("QB_CLUSTER_QB_OAUTH", "{}"))}
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,6 +21,8 @@ class Received:
     method: str
     path: str
     headers: dict[str, str]
+    body: bytes = b""
+    at: float = 0.0
 
 
 @dataclass
@@ -28,6 +32,11 @@ class RecordingServer:
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
     host: str = "127.0.0.1"
     received: list[Received] = field(default_factory=list)
+    #: Statuses (and delays in seconds) for the first requests, before ``status`` applies.
+    statuses: list[int] = field(default_factory=list)
+    delays: list[float] = field(default_factory=list)
+    #: Or a function of what was received that picks the status.
+    answer: Callable[[Received], int] | None = None
 
     def __post_init__(self) -> None:
         server = self
@@ -35,11 +44,18 @@ class RecordingServer:
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
+                body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                server.received.append(Received(self.command, self.path, headers))
-                self.send_response(server.status)
+                server.received.append(
+                    Received(self.command, self.path, headers, body, time.monotonic())
+                )
+                if server.answer is not None:
+                    status = server.answer(server.received[-1])
+                else:
+                    status = server.statuses.pop(0) if server.statuses else server.status
+                if server.delays:
+                    time.sleep(server.delays.pop(0))
+                self.send_response(status)
                 for name, value in server.headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(server.body)))

@@ -91,6 +91,7 @@ QB_OAUTH = {
     "CLIENT_ID": "qb-test-client",
     "CLIENT_SECRET": "qb-test-secret",
     "HTTP_TIMEOUT": 5,
+    "WEBHOOK_VERIFIER_TOKEN": "qb-test-verifier-token",
 }
 
 Q_CLUSTER = {

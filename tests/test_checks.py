@@ -5,7 +5,7 @@ from django.core.checks import run_checks
 
 from qb_oauth.conf import qb_settings
 
-BASE = {"CLIENT_ID": "id", "CLIENT_SECRET": "secret"}
+BASE = {"CLIENT_ID": "id", "CLIENT_SECRET": "secret", "WEBHOOK_VERIFIER_TOKEN": "verifier"}
 
 
 def ids(**kwargs):
@@ -121,3 +121,30 @@ def test_settings_are_read_lazily(settings):
     settings.QB_OAUTH = {**BASE, "KEEPALIVE_AGE": timedelta(hours=12), "SCOPES": "a b"}
     assert qb_settings.KEEPALIVE_AGE == 43200
     assert qb_settings.SCOPES == ["a", "b"]
+
+
+def test_webhook_url_included_without_a_verifier_token(settings):
+    settings.QB_OAUTH = {"CLIENT_ID": "id", "CLIENT_SECRET": "secret"}
+    messages = [m for m in run_checks() if m.id == "qb_oauth.W005"]
+    assert len(messages) == 1 and "WEBHOOK_VERIFIER_TOKEN" in messages[0].hint
+    assert "/quickbooks/webhooks/" in messages[0].msg
+
+
+def test_webhook_url_not_included_needs_no_token(settings):
+    settings.QB_OAUTH = {"CLIENT_ID": "id", "CLIENT_SECRET": "secret"}
+    settings.ROOT_URLCONF = "tests.urls_without_qb_oauth"
+    assert "qb_oauth.W005" not in ids()
+
+
+@pytest.mark.parametrize("value", [["a", 3], 42, ["a", ""], {"a": 1}])
+def test_webhook_verifier_token_of_the_wrong_kind(settings, value):
+    settings.QB_OAUTH = {**BASE, "WEBHOOK_VERIFIER_TOKEN": value}
+    found = [m for m in run_checks() if m.id == "qb_oauth.E011"]
+    assert found and "WEBHOOK_VERIFIER_TOKEN" in found[0].msg
+    assert "qb_oauth.W005" not in ids()
+
+
+def test_webhook_verifier_token_list(settings):
+    settings.QB_OAUTH = {**BASE, "WEBHOOK_VERIFIER_TOKEN": ["new", "old"]}
+    assert ids() == []
+    assert qb_settings.WEBHOOK_VERIFIER_TOKEN == ["new", "old"]

@@ -79,3 +79,44 @@ def test_control_page_disconnects_inside_quickbooks():
         )
         assert refused.json()["error"] == "invalid_grant"
         assert "revoked" in requests.get(fake.base_url + "/_fake/", timeout=5).text
+
+
+def test_control_page_sends_a_webhook():
+    from tests.local_servers import RecordingServer
+
+    with RecordingServer() as site:
+        fake = FakeIntuit(
+            redirect_uris=[CALLBACK],
+            webhook_url=site.url("/quickbooks/webhooks/"),
+            webhook_verifier_token="verifier",
+        )
+        with FakeIntuitServer(fake):
+            page = requests.get(fake.base_url + "/_fake/", timeout=5).text
+            assert "Send a webhook" in page and site.url("/quickbooks/webhooks/") in page
+            sent = requests.post(
+                fake.base_url + "/_fake/webhook",
+                data={
+                    "realmId": fake.companies[0].realm_id,
+                    "entity": "Invoice",
+                    "id": "42",
+                    "operation": "updated",
+                    "format": "legacy",
+                },
+                allow_redirects=False,
+                timeout=5,
+            )
+            assert sent.status_code == 303
+            assert fake.webhook_deliveries[0].wait(5)
+            fake.stop_webhooks()
+    body = site.received[0].body
+    assert b'"eventNotifications"' in body and b'"42"' in body
+    assert site.received[0].headers["intuit-signature"] == fake.sign_webhook(body)
+
+
+def test_control_page_without_a_webhook_url_says_how():
+    fake = FakeIntuit(redirect_uris=[CALLBACK])
+    with FakeIntuitServer(fake):
+        page = requests.get(fake.base_url + "/_fake/", timeout=5).text
+        assert "--webhook-url" in page
+        refused = requests.post(fake.base_url + "/_fake/webhook", data={"realmId": "1"}, timeout=5)
+        assert refused.status_code == 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import signal
@@ -143,3 +144,40 @@ def test_management_command(monkeypatch, settings):
     text = out.getvalue()
     assert "Discovery URL: http://127.0.0.1:" in text
     assert '"DISCOVERY_URL"' in text and '"api_base"' in text
+
+
+def test_management_command_webhook_options(monkeypatch, settings):
+    settings.QB_OAUTH = {
+        "CLIENT_ID": "site-client",
+        "CLIENT_SECRET": "site-secret",
+        "WEBHOOK_VERIFIER_TOKEN": ["newest", "older"],
+    }
+    seen = {}
+    monkeypatch.setattr(
+        FakeIntuitServer, "serve_forever", lambda self: seen.setdefault("fake", self.fake)
+    )
+    out = io.StringIO()
+    call_command(
+        "qb_fake_intuit",
+        "--port",
+        "0",
+        "--webhook-url",
+        "http://localhost:8000/quickbooks/webhooks/",
+        "--webhook-time-scale",
+        "0.01",
+        stdout=out,
+    )
+    fake = seen["fake"]
+    assert fake.webhook_url == "http://localhost:8000/quickbooks/webhooks/"
+    assert fake.webhook_verifier_token == "newest" and fake.webhook_time_scale == 0.01
+    assert "Webhooks to: http://localhost:8000/quickbooks/webhooks/" in out.getvalue()
+
+
+def test_cli_webhook_options():
+    from qb_oauth.testing import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--webhook-url", "http://x/", "--webhook-verifier-token", "t"])
+    fake = cli.build(vars(args))
+    assert (fake.webhook_url, fake.webhook_verifier_token) == ("http://x/", "t")

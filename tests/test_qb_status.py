@@ -75,6 +75,8 @@ def test_table(conns, fake_intuit):
         "FAILURES",
         "LAST",
         "ERROR",
+        "LAST",
+        "WEBHOOK",
     ]
     healthy = next(line for line in lines if conns["healthy"].realm_id in line)
     assert "alice" in healthy and "Sandbox Company US 1" in healthy and "active" in healthy
@@ -147,6 +149,7 @@ def test_json_keys_are_exactly_these_in_this_order(conns):
             "tokens_unreadable",
             "access_token_stored",
             "refresh_token_stored",
+            "last_webhook_at",
         )
     }
     stored = {d["id"]: (d["access_token_stored"], d["refresh_token_stored"]) for d in data}
@@ -186,3 +189,34 @@ def test_empty_and_bad_arguments(db):
         run("--expiring-within", "-1")
     with pytest.raises(CommandError):
         run("--state", "sleeping")
+
+
+def test_the_last_webhook_event_of_each_realm(conns):
+    from django.utils import timezone
+
+    from qb_oauth.models import WebhookEvent
+
+    realm = conns["healthy"].realm_id
+    WebhookEvent.objects.create(
+        dedupe_key="ce:1", realm_id=realm, entity="invoice", entity_id="1", operation="created"
+    )
+    WebhookEvent.objects.create(
+        dedupe_key="ce:2",
+        realm_id="555",
+        entity="bill",
+        entity_id="2",
+        operation="created",
+        unknown_realm=True,
+        processed_at=timezone.now(),
+    )
+    WebhookEvent.objects.create(
+        dedupe_key="ce:3", realm_id="555", entity="bill", entity_id="3", operation="x", failed=True
+    )
+    data = {d["realm_id"]: d["last_webhook_at"] for d in json.loads(run("--json"))}
+    assert data[realm] is not None
+    assert {r: v for r, v in data.items() if r != realm} == dict.fromkeys(set(data) - {realm})
+    text = run()
+    line = next(line for line in text.splitlines() if realm in line)
+    assert line.rstrip().endswith("ago") or "now" in line
+    assert "Webhook events: 1 pending, 1 failed." in text
+    assert "Webhook events of realm 555, which no connection holds" in text

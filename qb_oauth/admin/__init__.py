@@ -6,7 +6,8 @@ Django's autodiscovery imports this package; importing :mod:`.connections` and
 - :mod:`.connections`: the connection changelist and change page;
 - :mod:`.filters`: its refresh-expiry and failing filters;
 - :mod:`.actions`: refresh now, check, revoke and disconnect, as actions and buttons;
-- :mod:`.history`: connection events and sweep runs, read-only.
+- :mod:`.history`: connection events and sweep runs, read-only;
+- :mod:`.webhooks`: webhook events, read-only, with an action to send the signal again.
 """
 
 from .actions import MESSAGE_LIMIT, ConnectionActionsAdmin, Operation
@@ -19,6 +20,7 @@ from .connections import (
 )
 from .filters import FailingFilter, RefreshExpiringFilter
 from .history import ConnectionEventAdmin, SweepRunAdmin
+from .webhooks import WebhookEventAdmin, WebhookStateFilter
 
 __all__ = [
     "EVENT_LIMIT",
@@ -33,4 +35,6 @@ __all__ = [
     "QuickBooksConnectionAdmin",
     "RefreshExpiringFilter",
     "SweepRunAdmin",
+    "WebhookEventAdmin",
+    "WebhookStateFilter",
 ]

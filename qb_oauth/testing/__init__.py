@@ -7,7 +7,7 @@ docs/testing.md. Importing it needs neither Django nor a network.
 from .adapter import FakeIntuitAdapter
 from .clock import FakeClock
 from .errors import DropConnection, FakeIntuitError
-from .fake import ENDPOINTS, FAULT_KINDS, SCOPES, Company, FakeIntuit, Grant
+from .fake import ENDPOINTS, FAULT_KINDS, SCOPES, Company, FakeIntuit, Grant, WebhookDelivery
 from .server import FakeIntuitServer
 
 __all__ = [
@@ -22,4 +22,5 @@ __all__ = [
     "FakeIntuitError",
     "FakeIntuitServer",
     "Grant",
+    "WebhookDelivery",
 ]

@@ -33,16 +33,37 @@ def add_arguments(parser: argparse.ArgumentParser, *, defaults: dict | None = No
         default=defaults.get("environment", "sandbox"),
     )
     parser.add_argument("--disconnect-url", default=None, help="the app's Disconnect URL")
+    parser.add_argument(
+        "--webhook-url",
+        default=defaults.get("webhook_url"),
+        help="the site's webhook endpoint (e.g. http://localhost:8000/quickbooks/webhooks/)",
+    )
+    parser.add_argument(
+        "--webhook-verifier-token",
+        default=defaults.get("webhook_verifier_token"),
+        help="the verifier token webhooks are signed with (the site's WEBHOOK_VERIFIER_TOKEN)",
+    )
+    parser.add_argument(
+        "--webhook-time-scale",
+        type=float,
+        default=1.0,
+        help="multiply Intuit's retry schedule (0, 10, 20, 30 s, 5 min, ...) by this",
+    )
 
 
 def build(options: dict) -> FakeIntuit:
-    return FakeIntuit(
+    fake = FakeIntuit(
         client_id=options["client_id"],
         client_secret=options["client_secret"],
         redirect_uris=options.get("redirect_uris") or DEFAULT_REDIRECT_URIS,
         environment=options["environment"],
         disconnect_url=options.get("disconnect_url"),
+        webhook_url=options.get("webhook_url"),
+        webhook_verifier_token=options.get("webhook_verifier_token"),
     )
+    if options.get("webhook_time_scale") is not None:
+        fake.webhook_time_scale = options["webhook_time_scale"]
+    return fake
 
 
 def serve(fake: FakeIntuit, host: str, port: int, out: Writer = sys.stdout) -> None:

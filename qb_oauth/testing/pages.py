@@ -103,8 +103,44 @@ GATEWAY_PAGE = (
 )
 
 
+def webhook_form(webhook_url: str | None, realms: list[str], sent: int) -> str:
+    """The control page's "Send a webhook" form (or why there is none)."""
+    if not webhook_url:
+        return (
+            "<h2>Webhooks</h2><p>No webhook URL set: start the fake with "
+            "<code>--webhook-url</code> and <code>--webhook-verifier-token</code>.</p>"
+        )
+    options = "".join(f'<option value="{escape(r)}">{escape(r)}</option>' for r in realms)
+    realm_field = (
+        f'<select name="realmId" id="wh-realm">{options}</select>'
+        if realms
+        else '<input name="realmId" id="wh-realm" value="9341452859140132">'
+    )
+
+    def select(name: str, values: tuple[str, ...]) -> str:
+        items = "".join(f'<option value="{v}">{v}</option>' for v in values)
+        return f'<select name="{name}" id="wh-{name}">{items}</select>'
+
+    return f"""<h2>Webhooks</h2>
+<p>Signed notifications go to {escape(webhook_url)} ({sent} sent so far).</p>
+<form method="post" action="/_fake/webhook">
+<label for="wh-realm">Realm</label> {realm_field}
+<label for="wh-entity">Entity</label> {select("entity", ("Invoice", "Customer", "Bill", "Payment"))}
+<label for="wh-id">Id</label> <input name="id" id="wh-id" value="1" size="6">
+<label for="wh-operation">Operation</label>
+{select("operation", ("created", "updated", "deleted", "voided", "merged"))}
+<label for="wh-format">Format</label> {select("format", ("cloudevents", "legacy"))}
+<button type="submit">Send a webhook</button>
+</form>"""
+
+
 def control_page(
-    *, now: str, offset_hours: float, companies: list, disconnect_url: str | None
+    *,
+    now: str,
+    offset_hours: float,
+    companies: list,
+    disconnect_url: str | None,
+    webhooks: str = "",
 ) -> str:
     """The fake's own control page (``/_fake/``): what a test does in code, by hand.
 
@@ -144,5 +180,6 @@ def control_page(
 <p>Access tokens issued before then are expired at the fake, as at Intuit: the
 site's next API call gets a 401 and refreshes once.</p>
 <h2>Connected companies</h2>
-{table}"""
+{table}
+{webhooks}"""
     return _page("Fake Intuit: controls", body)

@@ -277,6 +277,8 @@ def describe(fake: FakeIntuit, out: Writer) -> None:
     out.write(f"Fake Intuit ({fake.environment}) serving at {fake.base_url}\n")
     out.write(f"Discovery URL: {fake.discovery_url_for(fake.environment)}\n")
     out.write(f"Redirect URIs: {', '.join(fake.redirect_uris) or '(none)'}\n")
+    if fake.webhook_url:
+        out.write(f"Webhooks to: {fake.webhook_url} (send one from {fake.base_url}/_fake/)\n")
     out.write("Companies:\n")
     for company in fake.companies:
         out.write(f"  {company.realm_id}  {company.name}\n")

@@ -12,13 +12,15 @@ operation succeeded. No token ever reaches a template, a message or a log.
   the checks on ``next`` and realm ids);
 - :mod:`.flow`: ``connect`` and ``callback``;
 - :mod:`.companies`: ``connections`` and ``disconnect``;
-- :mod:`.intuit_urls`: ``intuit_disconnect`` and ``reconnect``.
+- :mod:`.intuit_urls`: ``intuit_disconnect`` and ``reconnect``;
+- :mod:`.webhooks`: ``webhooks``, Intuit's webhook endpoint (docs/webhooks.md).
 """
 
 from .common import logger, login_required
 from .companies import connections, disconnect
 from .flow import callback, connect
 from .intuit_urls import intuit_disconnect, reconnect
+from .webhooks import webhooks
 
 __all__ = [
     "callback",
@@ -29,4 +31,5 @@ __all__ = [
     "logger",
     "login_required",
     "reconnect",
+    "webhooks",
 ]

@@ -16,12 +16,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         conf = getattr(settings, "QB_OAUTH", None) or {}
+        token = conf.get("WEBHOOK_VERIFIER_TOKEN")
+        if isinstance(token, list | tuple):
+            token = token[0] if token else None  # the newest one signs
         cli.add_arguments(
             parser,
             defaults={
                 "client_id": conf.get("CLIENT_ID") or "qb-test-client",
                 "client_secret": conf.get("CLIENT_SECRET") or "qb-test-secret",
                 "environment": conf.get("ENVIRONMENT") or "sandbox",
+                "webhook_verifier_token": token or None,
             },
         )
 

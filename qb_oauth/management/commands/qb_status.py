@@ -15,10 +15,16 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Max, OuterRef, Subquery
 from django.utils import timezone
 
 from qb_oauth.management.terminal import terminal_safe
-from qb_oauth.models import ConnectionState, QuickBooksConnection, expiry_window_seconds
+from qb_oauth.models import (
+    ConnectionState,
+    QuickBooksConnection,
+    WebhookEvent,
+    expiry_window_seconds,
+)
 from qb_oauth.templatetags.qb_oauth_admin import ago_text
 
 #: The columns read; the token columns are deliberately absent.
@@ -54,6 +60,7 @@ COLUMNS = (
     ("HARD EXPIRY", "refresh_token_hard_expires_at"),
     ("FAILURES", "consecutive_failures"),
     ("LAST ERROR", "last_error"),
+    ("LAST WEBHOOK", "last_webhook_at"),
 )
 
 ERROR_WIDTH = 50
@@ -118,7 +125,15 @@ class Command(BaseCommand):
         if options["failing"]:
             qs = qs.failing()
         flags = dict.fromkeys(_STORED.values())  # each once, in order
-        rows = list(qs.order_by("pk").values(*FIELDS, *flags, username))
+        # The last webhook event received for the connection's realm.
+        last_webhook = (
+            WebhookEvent.objects.filter(realm_id=OuterRef("realm_id"))
+            .values("realm_id")
+            .annotate(last=Max("received_at"))
+            .values("last")
+        )
+        qs = qs.annotate(last_webhook_at=Subquery(last_webhook))
+        rows = list(qs.order_by("pk").values(*FIELDS, *flags, "last_webhook_at", username))
         for row in rows:
             row["owner"] = str(row.pop(username))
 
@@ -140,6 +155,8 @@ class Command(BaseCommand):
         out["tokens_unreadable"] = row["tokens_unreadable_at"] is not None
         out["access_token_stored"] = row["qb_has_access_token"]
         out["refresh_token_stored"] = row["qb_has_refresh_token"]
+        last = row["last_webhook_at"]
+        out["last_webhook_at"] = last.isoformat() if last else None
         return out
 
     def _cell(self, row: dict, key: str, now: datetime) -> str:
@@ -178,3 +195,24 @@ class Command(BaseCommand):
             f"{n} {ConnectionState(s).label.lower()}" for s, n in sorted(counts.items())
         )
         self.stdout.write(f"\n{len(rows)} connection{'s' if len(rows) != 1 else ''}: {summary}.")
+        self._webhook_summary()
+
+    def _webhook_summary(self) -> None:
+        """Webhook events still pending or failed, and realms nobody connects."""
+        pending = WebhookEvent.objects.pending().count()
+        failed = WebhookEvent.objects.failed().count()
+        unknown = (
+            WebhookEvent.objects.filter(unknown_realm=True)
+            .values("realm_id")
+            .annotate(last=Max("received_at"))
+            .order_by("-last")[:5]
+        )
+        if pending or failed:
+            self.stdout.write(f"Webhook events: {pending} pending, {failed} failed.")
+        now = timezone.now()
+        for row in unknown:
+            realm = terminal_safe(row["realm_id"])
+            self.stdout.write(
+                f"Webhook events of realm {realm}, which no connection holds: "
+                f"last {ago_text(row['last'], now)}."
+            )

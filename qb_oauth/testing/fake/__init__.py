@@ -12,6 +12,7 @@ Each module has one job:
 - ``authorize``, ``tokens``, ``openid``: the OAuth 2.0 and OpenID endpoints
 - ``accounting``: the Accounting API (CompanyInfo)
 - ``controls``: counters, look-ups and revocation for tests; the ``/_fake/`` page
+- ``webhooks``: signed webhook notifications to the site, retried on Intuit's schedule
 
 Importing it needs neither Django nor a network.
 """
@@ -35,6 +36,8 @@ from .routes import JWKS_PATH as JWKS_PATH
 from .routes import REVOKE_PATH as REVOKE_PATH
 from .routes import TOKEN_PATH as TOKEN_PATH
 from .routes import USERINFO_PATHS as USERINFO_PATHS
+from .webhooks import INTUIT_RETRY_SCHEDULE as INTUIT_RETRY_SCHEDULE
+from .webhooks import WebhookDelivery
 from .wsgi import JSON_TYPE as JSON_TYPE
 from .wsgi import NO_STORE as NO_STORE
 from .wsgi import XML_TYPE as XML_TYPE
@@ -49,4 +52,5 @@ __all__ = [
     "FakeIntuit",
     "FakeIntuitError",
     "Grant",
+    "WebhookDelivery",
 ]

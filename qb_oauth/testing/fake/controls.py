@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlencode
 
 from .. import pages
@@ -32,6 +33,9 @@ class Controls:
     _refresh_index: dict[str, Grant]
     _id_tokens: set[str]
     _revoke: Callable[[Grant], None]  # from TokenEndpoint
+    webhook_url: str | None  # from WebhookSender
+    webhook_deliveries: list
+    send_webhook: Callable[..., Any]
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -101,6 +105,8 @@ class Controls:
                     400, pages.error_page("invalid_request", "no Disconnect URL or realm")
                 )
             return Response(303, [("Location", self.disconnect_from_quickbooks(realm))])
+        if req.method == "POST" and path == CONTROL_PATH + "/webhook":
+            return self._send_webhook_form(req)
         if req.method not in ("GET", "HEAD") or path != CONTROL_PATH:
             return html_response(404, pages.GATEWAY_PAGE.format(status=404, reason="Not Found"))
 
@@ -119,5 +125,29 @@ class Controls:
                     (names.get(realm, realm), realm, alive) for realm, alive in live.items()
                 ],
                 disconnect_url=self.disconnect_url,
+                webhooks=pages.webhook_form(
+                    self.webhook_url,
+                    [c.realm_id for c in self.companies],
+                    len(self.webhook_deliveries),
+                ),
             ),
         )
+
+    def _send_webhook_form(self, req: Request) -> Response:
+        """POST ``/_fake/webhook``: send one signed notification (not waiting for it)."""
+        form = req.form()
+
+        def field(name: str, default: str = "") -> str:
+            return (form.get(name) or [default])[0].strip()
+
+        realm, entity, entity_id = field("realmId"), field("entity"), field("id")
+        fmt = field("format", "cloudevents")
+        if not (self.webhook_url and realm and entity and entity_id) or fmt not in (
+            "cloudevents",
+            "legacy",
+        ):
+            return html_response(
+                400, pages.error_page("invalid_request", "no webhook URL, realm, entity or id")
+            )
+        self.send_webhook(realm, entity, entity_id, field("operation", "updated"), fmt, wait=False)
+        return Response(303, [("Location", CONTROL_PATH + "/")])

@@ -32,11 +32,18 @@ from .routes import (
     route,
 )
 from .tokens import TokenEndpoint
+from .webhooks import INTUIT_RETRY_SCHEDULE, WebhookSender
 from .wsgi import Request, Response, html_response, request_from_environ, start, with_tid
 
 
 class FakeIntuit(
-    AuthorizeEndpoint, TokenEndpoint, OpenIDEndpoints, AccountingAPI, Faults, Controls
+    AuthorizeEndpoint,
+    TokenEndpoint,
+    OpenIDEndpoints,
+    AccountingAPI,
+    Faults,
+    Controls,
+    WebhookSender,
 ):
     """A local, in-memory Intuit: OAuth 2.0, OpenID Connect and CompanyInfo.
 
@@ -55,6 +62,8 @@ class FakeIntuit(
         disconnect_url: str | None = None,
         clock: FakeClock | None = None,
         seed: int | None = None,
+        webhook_url: str | None = None,
+        webhook_verifier_token: str | None = None,
     ) -> None:
         if environment not in ("sandbox", "production"):
             raise ValueError('environment must be "sandbox" or "production"')
@@ -78,6 +87,18 @@ class FakeIntuit(
         self.latency: dict[str, float] = {}
         self.throttle_per_minute = 500
         self.timeout_seconds = 30.0
+
+        # Webhooks (fake/webhooks.py): where they go, how they are signed and retried.
+        self.webhook_url = webhook_url
+        self.webhook_verifier_token = webhook_verifier_token
+        self.webhook_retry_schedule: tuple[float, ...] = INTUIT_RETRY_SCHEDULE
+        self.webhook_time_scale = 1.0
+        self.webhook_answer_timeout = 3.0
+        self.webhook_max_attempts = 10
+        self.webhook_transport = None
+        self.webhook_deliveries = []
+        self._webhook_queues = {}
+        self._webhook_stop = threading.Event()
 
         self.user: dict[str, Any] = {
             "sub": str(uuid.uuid4()),
@@ -187,6 +208,8 @@ class FakeIntuit(
             "DISCOVERY_URL": self.discovery_url_for(self.environment),
             "ENDPOINTS": {"api_base": self.api_base},
         }
+        if self.webhook_verifier_token:
+            conf["WEBHOOK_VERIFIER_TOKEN"] = self.webhook_verifier_token
         conf.update(overrides)
         return conf
 
