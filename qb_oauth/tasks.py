@@ -34,7 +34,11 @@ def refresh_due_connections(*, fan_out: bool | None = None) -> dict[str, Any]:
     after a missed run: connections are claimed before they are refreshed,
     and every refresh is single-flight.
     """
-    return sweep.run_sweep(fan_out=fan_out).as_dict()
+    counts = sweep.run_sweep(fan_out=fan_out).as_dict()
+    # Webhook events whose task was lost (a worker killed, a broker flushed) are
+    # handed out again here, so they wait for the next sweep, not for the next webhook.
+    webhooks.dispatch(webhooks.stale_pending())
+    return counts
 
 
 def refresh_connections(

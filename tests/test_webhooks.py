@@ -354,3 +354,31 @@ def test_only_active_connections_are_given(
     tokens.revoke(gone)  # disconnected: tokens dropped, not active any more
     signed([intuit.webhook_event(REALM_1, "Invoice", "5", "updated")])
     assert received.calls[0]["connections"] == [active]
+
+
+def test_an_event_whose_task_was_lost_is_handed_out_by_the_next_sweep(
+    intuit, client, django_capture_on_commit_callbacks, received
+):
+    """The answer's on-commit hand-off never ran (the worker died, Redis was flushed):
+    the scheduled sweep picks the event up once it has waited five minutes."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from qb_oauth import tasks
+
+    body = intuit.webhook_body([intuit.webhook_event(REALM_1, "Invoice", "7", "created")])
+    with django_capture_on_commit_callbacks(execute=False):  # the hand-off is lost
+        response = client.post(
+            reverse("qb_oauth:webhooks"),
+            body,
+            content_type="application/json",
+            HTTP_INTUIT_SIGNATURE=intuit.sign_webhook(body),
+        )
+    assert response.status_code == 200
+    tasks.refresh_due_connections(fan_out=False)
+    assert received.calls == []  # too recent: its task may still be on its way
+    WebhookEvent.objects.update(received_at=timezone.now() - timedelta(minutes=6))
+    tasks.refresh_due_connections(fan_out=False)
+    assert len(received.calls) == 1
+    assert WebhookEvent.objects.get().processed_at is not None
