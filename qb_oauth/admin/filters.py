@@ -65,6 +65,11 @@ class FailingFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _type_name(content_type: ContentType) -> str:
+    model = content_type.model_class()
+    return str(model._meta.verbose_name) if model is not None else str(content_type)
+
+
 class OwnerTypeFilter(admin.SimpleListFilter):
     """What the connections belong to: users, teams, organizations (the kinds present)."""
 
@@ -74,10 +79,7 @@ class OwnerTypeFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         present = QuickBooksConnection.objects.values("owner_content_type").distinct()
         types = ContentType.objects.filter(pk__in=present).order_by("app_label", "model")
-        return [
-            (str(t.pk), str(t.model_class()._meta.verbose_name if t.model_class() else t))
-            for t in types
-        ]
+        return [(str(t.pk), _type_name(t)) for t in types]
 
     def queryset(  # type: ignore[override]  # the changelist hands our own queryset
         self, request: HttpRequest, queryset: QuickBooksConnectionQuerySet

@@ -82,7 +82,7 @@ def connections(request: HttpRequest) -> HttpResponse:
         .order_by("company_name", "realm_id", "environment")
     )
     for item in items:
-        item.qb_can_manage = adapter.can_manage(request, item)  # type: ignore[attr-defined]
+        item.qb_can_manage = adapter.can_manage(request, item)
     return render(
         request,
         "qb_oauth/connections.html",
