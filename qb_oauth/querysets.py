@@ -54,11 +54,20 @@ class QuickBooksConnectionQuerySet(models.QuerySet):
         return self.filter(user=user)
 
     def owned_by(self, owner):
-        """The connections that belong to ``owner`` (any model instance: a user, a team).
+        """The connections that belong to ``owner``: a model instance (a user, a team), or
+        a queryset of them (all of a user's teams, in one query).
 
         ``QuickBooksConnection.objects.owned_by(team).get(realm_id=...)`` is how a
         background job finds a team's company (docs/ownership.md).
         """
+        if isinstance(owner, models.QuerySet):
+            # The object id is str(pk): made in Python, not by a database cast, which
+            # spells a UUID differently on SQLite (one query more, the same everywhere).
+            keys = [str(pk) for pk in owner.order_by().values_list("pk", flat=True)]
+            return self.filter(
+                owner_content_type=ContentType.objects.get_for_model(owner.model),
+                owner_object_id__in=keys,
+            )
         if owner is None or owner.pk is None:
             return self.none()
         return self.filter(

@@ -6,6 +6,9 @@ from django.db import migrations, models
 from django.db.models.functions import Cast
 
 
+INTEGER_KEYS = ("AutoField", "BigAutoField", "SmallAutoField", "IntegerField", "BigIntegerField")
+
+
 def owners_from_users(apps, schema_editor):
     """Every existing connection belongs to the user who connected it: today's behaviour,
     and what the default adapter keeps doing."""
@@ -19,10 +22,19 @@ def owners_from_users(apps, schema_editor):
     user_type, _created = ContentType.objects.using(alias).get_or_create(
         app_label=User._meta.app_label, model=User._meta.model_name
     )
-    Connection.objects.using(alias).filter(owner_content_type__isnull=True).update(
-        owner_content_type=user_type,
-        owner_object_id=Cast("user_id", output_field=models.CharField(max_length=64)),
-    )
+    rows = Connection.objects.using(alias).filter(owner_content_type__isnull=True)
+    if User._meta.pk.get_internal_type() in INTEGER_KEYS:
+        # One statement: an integer's text is the same on every database.
+        rows.update(
+            owner_content_type=user_type,
+            owner_object_id=Cast("user_id", output_field=models.CharField(max_length=64)),
+        )
+    else:
+        # Other keys (a UUID) are spelled by Python, as the model does: str(pk).
+        for user_id in list(rows.values_list("user_id", flat=True).distinct()):
+            rows.filter(user_id=user_id).update(
+                owner_content_type=user_type, owner_object_id=str(user_id)
+            )
     if schema_editor.connection.vendor == "postgresql":
         # Check the new foreign keys now: PostgreSQL refuses the ALTER TABLE that follows
         # while deferred checks of this transaction are pending.
