@@ -3,8 +3,8 @@
 from django.conf import settings
 from django.shortcuts import render
 
+from qb_oauth.adapter import get_adapter
 from qb_oauth.exceptions import QuickBooksError, ReauthorizationRequired
-from qb_oauth.models import QuickBooksConnection
 
 
 def live_company_name(connection):
@@ -22,7 +22,9 @@ def live_company_name(connection):
 def home(request):
     rows = []
     if request.user.is_authenticated:
-        for connection in QuickBooksConnection.objects.for_user(request.user):
+        # The adapter's answer: the user's own companies, or (QB_DEMO_ORGANIZATIONS=1)
+        # their organization's.
+        for connection in get_adapter().connections_for(request):
             row = {"connection": connection, "live_name": None, "problem": None}
             if connection.is_active:
                 try:
@@ -33,4 +35,13 @@ def home(request):
                     row["problem"] = "QuickBooks didn't answer just now; reload in a moment."
                 connection.refresh_from_db()  # the state may have changed on the way
             rows.append(row)
-    return render(request, "example/home.html", {"rows": rows, "intuit": settings.QB_INTUIT})
+    organizations = (
+        list(request.user.organizations.all())
+        if settings.QB_DEMO_ORGANIZATIONS and request.user.is_authenticated
+        else []
+    )
+    return render(
+        request,
+        "example/home.html",
+        {"rows": rows, "intuit": settings.QB_INTUIT, "organizations": organizations},
+    )

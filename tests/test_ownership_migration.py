@@ -47,9 +47,7 @@ def test_existing_rows_belong_to_their_user(at_0002):
     apps = migrate(AFTER)
     Connection = apps.get_model("qb_oauth", "QuickBooksConnection")
     ContentType = apps.get_model("contenttypes", "ContentType")
-    user_type = ContentType.objects.get(
-        app_label=User._meta.app_label, model=User._meta.model_name
-    )
+    user_type = ContentType.objects.get(app_label=User._meta.app_label, model=User._meta.model_name)
     owners = {
         c.pk: (c.owner_content_type_id, c.owner_object_id, c.user_id)
         for c in Connection.objects.all()
