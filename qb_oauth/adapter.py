@@ -21,6 +21,7 @@ from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
 from .conf import qb_settings
+from .exceptions import ImproperlyConfigured
 from .models import QuickBooksConnection, owner_key
 
 if TYPE_CHECKING:
@@ -73,8 +74,15 @@ class DefaultAdapter:
 
 def get_adapter() -> DefaultAdapter:
     """An instance of the configured ``QB_OAUTH["ADAPTER"]`` (read at each call, so
-    ``override_settings`` takes effect at once)."""
-    return import_string(qb_settings.ADAPTER)()
+    ``override_settings`` takes effect at once). One that cannot be imported is
+    :class:`~qb_oauth.exceptions.ImproperlyConfigured` (``qb_oauth.E012`` at startup)."""
+    try:
+        adapter_class = import_string(qb_settings.ADAPTER)
+    except ImportError as err:
+        raise ImproperlyConfigured(
+            f"QB_OAUTH['ADAPTER'] cannot be imported: {qb_settings.ADAPTER!r}."
+        ) from err
+    return adapter_class()
 
 
 def adapter_problem(path: str) -> str | None:

@@ -324,3 +324,10 @@ def test_an_adapter_of_the_wrong_kind_is_e011(settings):
     settings.QB_OAUTH = {**settings.QB_OAUTH, "ADAPTER": 42}
     ids = [e.id for e in run_checks()]
     assert "qb_oauth.E011" in ids and "qb_oauth.E012" not in ids
+
+
+def test_an_adapter_that_cannot_be_imported_is_the_misconfigured_page(user, client, settings):
+    settings.QB_OAUTH = {**settings.QB_OAUTH, "ADAPTER": "tests.teams.adapter.Nowhere"}
+    client.force_login(user)
+    response = client.post(reverse("qb_oauth:connect"))
+    assert response.status_code == 503 and response.context["reason"] == "misconfigured"
