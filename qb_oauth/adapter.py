@@ -32,7 +32,7 @@ ADAPTER_METHODS = ("get_owner", "connections_for", "can_manage", "owner_display"
 
 
 class DefaultAdapter:
-    """A connection belongs to the user who connected it (qb_oauth's behaviour before 0.x)."""
+    """A connection belongs to the user who connected it: what a site that sets nothing gets."""
 
     def get_owner(self, request: HttpRequest) -> models.Model | None:
         """What a new connection made by ``request`` belongs to: by default its user.
