@@ -29,6 +29,7 @@ ROOT = HERE.parent
 MANAGE = HERE / "manage.py"
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"
+COLLEAGUE = "colleague"  # the second member, in organization mode (QB_DEMO_ORGANIZATIONS=1)
 HOST = "127.0.0.1"
 
 
@@ -83,6 +84,16 @@ def prepare_database(env: dict[str, str]) -> None:
         "user.is_staff = user.is_superuser = True\n"
         "user.save()\n"
     )
+    if env.get("QB_DEMO_ORGANIZATIONS") == "1":
+        # Organization mode: a second member shares the demo organization's companies.
+        code += (
+            f"colleague, _ = User.objects.get_or_create(username={COLLEAGUE!r})\n"
+            f"colleague.set_password({DEMO_PASSWORD!r})\n"
+            "colleague.save()\n"
+            "from example_project.organizations.models import Organization\n"
+            "org, _ = Organization.objects.get_or_create(name='Demo Organization')\n"
+            "org.members.add(user, colleague)\n"
+        )
     subprocess.run(
         [sys.executable, str(MANAGE), "shell", "-v", "0", "-c", code], env=env, check=True
     )
@@ -168,6 +179,8 @@ def main() -> int:
         say("=" * 72)
         say(f"  qb_oauth demo is running. Open {site_url}/")
         say(f"  Sign in as: {DEMO_USER} / {DEMO_PASSWORD}   (also an admin: {site_url}/admin/)")
+        if os.environ.get("QB_DEMO_ORGANIZATIONS") == "1":
+            say(f"  Organization mode: {COLLEAGUE} / {DEMO_PASSWORD} shares the companies")
         if fake is not None:
             say(f"  Fake Intuit: {server.url} (discovery {fake.sandbox_discovery_url})")
             say("  Companies offered at its consent page:")

@@ -7,6 +7,10 @@ With ``QB_CLIENT_ID`` and ``QB_CLIENT_SECRET`` in the environment it talks to
 Intuit's real sandbox with those keys instead (register
 http://localhost:8000/quickbooks/callback/ as a redirect URI of your app, and
 open the site at http://localhost:8000/).
+
+With ``QB_DEMO_ORGANIZATIONS=1`` the site runs in organization mode: companies belong
+to an organization, shared by its members (example_project/organizations,
+docs/ownership.md); run_demo.py then also creates a second member.
 """
 
 import os
@@ -27,7 +31,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_q",
     "qb_oauth",
+    # Always installed, so that switching the mode on and off needs no migration dance.
+    "example_project.organizations",
 ]
+
+QB_DEMO_ORGANIZATIONS = os.environ.get("QB_DEMO_ORGANIZATIONS") == "1"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -103,6 +111,9 @@ else:
         base_url=QB_FAKE_INTUIT_URL, webhook_verifier_token=DEMO_WEBHOOK_VERIFIER_TOKEN
     ).qb_oauth_settings()
     # Plain http to loopback needs no OAUTHLIB_INSECURE_TRANSPORT: qb_oauth allows it.
+
+if QB_DEMO_ORGANIZATIONS:
+    QB_OAUTH["ADAPTER"] = "example_project.organizations.adapter.OrganizationAdapter"
 
 Q_CLUSTER = {
     "name": "qb_oauth_example",

@@ -3,8 +3,9 @@
 from django.conf import settings
 from django.shortcuts import render
 
+from qb_oauth.adapter import get_adapter
 from qb_oauth.exceptions import QuickBooksError, ReauthorizationRequired
-from qb_oauth.models import QuickBooksConnection, WebhookEvent
+from qb_oauth.models import WebhookEvent
 
 
 def live_company_name(connection):
@@ -23,7 +24,9 @@ def home(request):
     rows = []
     events = []
     if request.user.is_authenticated:
-        for connection in QuickBooksConnection.objects.for_user(request.user):
+        # The adapter's answer: the user's own companies, or (QB_DEMO_ORGANIZATIONS=1)
+        # their organization's.
+        for connection in get_adapter().connections_for(request):
             row = {"connection": connection, "live_name": None, "problem": None}
             if connection.is_active:
                 try:
@@ -34,12 +37,22 @@ def home(request):
                     row["problem"] = "QuickBooks didn't answer just now; reload in a moment."
                 connection.refresh_from_db()  # the state may have changed on the way
             rows.append(row)
-        # What Intuit notified about the user's companies (qb_oauth stores it; the
+        # What Intuit notified about these companies (qb_oauth stores it; the
         # webhook_received signal is where a real site would act on it).
         realms = {row["connection"].realm_id for row in rows}
         events = list(WebhookEvent.objects.filter(realm_id__in=realms)[:10])
+    organizations = (
+        list(request.user.organizations.all())
+        if settings.QB_DEMO_ORGANIZATIONS and request.user.is_authenticated
+        else []
+    )
     return render(
         request,
         "example/home.html",
-        {"rows": rows, "events": events, "intuit": settings.QB_INTUIT},
+        {
+            "rows": rows,
+            "events": events,
+            "intuit": settings.QB_INTUIT,
+            "organizations": organizations,
+        },
     )

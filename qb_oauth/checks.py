@@ -12,6 +12,7 @@ qb_oauth.E008       QB_OAUTH is not a dict
 qb_oauth.E009       QB_OAUTH['ENDPOINTS'] is not a dict
 qb_oauth.E010       QB_OAUTH['ENDPOINTS'] has unknown endpoint names
 qb_oauth.E011       a QB_OAUTH value of the wrong kind or out of range
+qb_oauth.E012       ADAPTER cannot be imported, or is not an adapter class
 qb_oauth.W001       FERNET_KEYS is not set: tokens would be encrypted with SECRET_KEY
 qb_oauth.W002       django_q is not installed: nothing refreshes connections on schedule
 qb_oauth.W003       REDIRECT_URI is not https outside DEBUG
@@ -122,6 +123,7 @@ def check_settings(app_configs=None, **kwargs) -> list[CheckMessage]:
             )
         )
     errors.extend(_check_transport(endpoints, values))
+    errors.extend(_check_adapter(values))
     if not errors:
         errors.extend(_check_lease_outlasts_calls())
     return errors
@@ -159,6 +161,25 @@ def _check_transport(endpoints: dict[str, Any], values: dict[str, Any]) -> list[
             )
         )
     return found
+
+
+def _check_adapter(values: dict[str, Any]) -> list[CheckMessage]:
+    from .adapter import adapter_problem
+
+    path = values.get("ADAPTER")
+    if not isinstance(path, str):
+        return []  # the wrong kind: E011 says so
+    problem = adapter_problem(path)
+    if problem is None:
+        return []
+    return [
+        Error(
+            f"QB_OAUTH['ADAPTER'] is {path!r}, but {problem}.",
+            hint="Name a class that subclasses qb_oauth.adapter.DefaultAdapter (the default), "
+            "by its dotted path, e.g. 'myproject.qb.TeamAdapter' (docs/ownership.md).",
+            id="qb_oauth.E012",
+        )
+    ]
 
 
 #: Slack for the database work a refresh does while it holds the lease.

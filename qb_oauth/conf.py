@@ -274,6 +274,13 @@ class QBSettings:
         seconds(),
         "One check of Intuit's Disconnect URL answers later visits for this long.",
     )
+    # -- who owns a connection (docs/ownership.md) --
+    ADAPTER = Setting(
+        "qb_oauth.adapter.DefaultAdapter",
+        text,
+        "The dotted path of the class that decides whose a connection is (get_owner, "
+        "connections_for, can_manage); the default: the user who connected it.",
+    )
 
     # Intuit's webhooks (docs/webhooks.md).
     WEBHOOK_VERIFIER_TOKEN: Setting[list[str]] = Setting(

@@ -60,6 +60,22 @@ def send_robust(signal: Signal, **kwargs: Any) -> list[tuple[Any, Exception]]:
 
 
 def send_on_commit(signal: Signal, connection: QuickBooksConnection, **kwargs: Any) -> None:
-    """Send ``signal`` with ``connection`` once the current transaction commits (at once
-    outside one), with :func:`send_robust`."""
-    transaction.on_commit(lambda: send_robust(signal, connection=connection, **kwargs))
+    """Send ``signal`` with ``connection`` and its ``owner`` once the current transaction
+    commits (at once outside one), with :func:`send_robust`."""
+
+    def send() -> None:
+        if not signal.has_listeners(QuickBooksConnection):
+            return  # nobody listens: don't load the owner for nothing
+        send_robust(signal, connection=connection, owner=owner_of_connection(connection), **kwargs)
+
+    transaction.on_commit(send)
+
+
+def owner_of_connection(connection: QuickBooksConnection) -> Any:
+    """``connection.owner``, or None when it no longer exists (a generic relation has no
+    cascade of its own)."""
+    try:
+        return connection.owner
+    except Exception:  # a content type or row gone meanwhile: the signal still goes out
+        logger.warning("The owner of connection %s could not be loaded.", connection.pk)
+        return None

@@ -10,8 +10,11 @@ and is importable from here.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -21,7 +24,12 @@ from .choices import TOKEN_COLUMNS, ConnectionState, Environment, EventKind
 from .conf import qb_settings
 from .exceptions import ConnectionNotActive, CredentialsMismatch, ReauthorizationRequired
 from .fields import TokenField
-from .querysets import EXPIRY_WINDOW_MAX_DAYS, QuickBooksConnectionQuerySet, expiry_window_seconds
+from .querysets import (
+    EXPIRY_WINDOW_MAX_DAYS,
+    QuickBooksConnectionQuerySet,
+    expiry_window_seconds,
+    fill_default_owner,
+)
 from .webhooks.record import WebhookEvent, WebhookEventQuerySet, WebhookFormat
 
 __all__ = [
@@ -42,7 +50,11 @@ __all__ = [
 
 
 class QuickBooksConnection(BackoffMixin, models.Model):
-    """One user's connection to one QuickBooks company (realm) in one environment.
+    """An owner's connection to one QuickBooks company (realm) in one environment.
+
+    ``owner`` is whatever the site's adapter says a connection belongs to (by
+    default the user who connected it: docs/ownership.md); ``user`` is who
+    consented at Intuit, last.
 
     Tokens are Fernet-encrypted with ``settings.FERNET_KEYS`` and never appear
     in ``str()``, ``repr()``, the admin or a log line.
@@ -52,8 +64,19 @@ class QuickBooksConnection(BackoffMixin, models.Model):
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
         related_name="quickbooks_connections",
-        verbose_name=_("owner"),
+        verbose_name=_("connected by"),
+        help_text=_("The person who consented at Intuit (the last one, after a reconnect)."),
     )
+    owner_content_type = models.ForeignKey(
+        ContentType,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("owner type"),
+    )
+    owner_object_id = models.CharField(_("owner id"), max_length=64)
+    #: What the connection belongs to: any model instance (a user, a team, an
+    #: organization), chosen by the adapter's ``get_owner(request)`` at connect time.
+    owner = GenericForeignKey("owner_content_type", "owner_object_id")
     realm_id = models.CharField(
         _("realm id"), max_length=32, help_text=_("Intuit's id of the QuickBooks company.")
     )
@@ -158,7 +181,8 @@ class QuickBooksConnection(BackoffMixin, models.Model):
         ordering = ["-connected_at", "-pk"]
         constraints = [
             models.UniqueConstraint(
-                fields=["user", "realm_id", "environment"], name="qb_oauth_unique_user_realm_env"
+                fields=["owner_content_type", "owner_object_id", "realm_id", "environment"],
+                name="qb_oauth_unique_owner_realm_env",
             ),
         ]
         indexes = [
@@ -180,6 +204,10 @@ class QuickBooksConnection(BackoffMixin, models.Model):
             f"<QuickBooksConnection pk={self.pk} realm_id={self.realm_id!r} "
             f"environment={self.environment!r} state={self.state!r}>"
         )
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        fill_default_owner(self)
+        super().save(*args, **kwargs)
 
     @property
     def is_active(self) -> bool:
@@ -264,6 +292,13 @@ class QuickBooksConnection(BackoffMixin, models.Model):
         from .integrations.quickbooks import quickbooks_client
 
         return quickbooks_client(self, **kwargs)
+
+
+def owner_key(owner: models.Model) -> tuple[ContentType, str]:
+    """The (content type, object id) a connection stores for ``owner``."""
+    if owner.pk is None:
+        raise ValueError("A connection's owner must be saved first.")
+    return ContentType.objects.get_for_model(owner), str(owner.pk)
 
 
 class ConnectionEvent(models.Model):

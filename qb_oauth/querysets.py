@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
+from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models import BooleanField, Case, Q, Value, When
 from django.utils import timezone
@@ -35,12 +36,50 @@ def expiry_window_seconds(days) -> float:
     return value * 86400
 
 
+def fill_default_owner(connection) -> None:
+    """Without an owner, a connection belongs to its user (the default adapter's rule),
+    so code that makes rows directly (``create``, ``bulk_create``) keeps working."""
+    if connection.owner_content_type_id is None and connection.user_id is not None:
+        user_model = connection._meta.get_field("user").related_model
+        connection.owner_content_type = ContentType.objects.get_for_model(user_model)
+        connection.owner_object_id = str(connection.user_id)
+
+
 class QuickBooksConnectionQuerySet(models.QuerySet):
     def active(self):
         return self.filter(state=ConnectionState.ACTIVE)
 
     def for_user(self, user):
+        """The connections ``user`` consented to (whoever owns them)."""
         return self.filter(user=user)
+
+    def owned_by(self, owner):
+        """The connections that belong to ``owner``: a model instance (a user, a team), or
+        a queryset of them (all of a user's teams, in one query).
+
+        ``QuickBooksConnection.objects.owned_by(team).get(realm_id=...)`` is how a
+        background job finds a team's company (docs/ownership.md).
+        """
+        if isinstance(owner, models.QuerySet):
+            # The object id is str(pk): made in Python, not by a database cast, which
+            # spells a UUID differently on SQLite (one query more, the same everywhere).
+            keys = [str(pk) for pk in owner.order_by().values_list("pk", flat=True)]
+            return self.filter(
+                owner_content_type=ContentType.objects.get_for_model(owner.model),
+                owner_object_id__in=keys,
+            )
+        if owner is None or owner.pk is None:
+            return self.none()
+        return self.filter(
+            owner_content_type=ContentType.objects.get_for_model(owner),
+            owner_object_id=str(owner.pk),
+        )
+
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        for obj in objs:
+            fill_default_owner(obj)
+        return super().bulk_create(objs, *args, **kwargs)
 
     def failing(self):
         return self.filter(consecutive_failures__gt=0)

@@ -1,29 +1,33 @@
 """Signals of a connection's lifecycle.
 
 Every signal is sent after the change it reports has been committed
-(``transaction.on_commit``), with ``sender=QuickBooksConnection``.
+(``transaction.on_commit``), with ``sender=QuickBooksConnection``, and carries
+``owner`` besides the arguments below: what the connection belongs to
+(docs/ownership.md; by default the user who connected it), or None if it no
+longer exists.
 """
 
 from django.dispatch import Signal
 
-#: A user connected a company, or reconnected one they already had.
-#: Arguments: ``connection``, ``created`` (bool: a new row), ``user``.
+#: A user connected a company, or reconnected one its owner already had.
+#: Arguments: ``connection``, ``owner``, ``created`` (bool: a new row), ``user`` (who
+#: consented).
 connection_created = Signal()
 
-#: New tokens were stored after a refresh. Arguments: ``connection``,
+#: New tokens were stored after a refresh. Arguments: ``connection``, ``owner``,
 #: ``rotated`` (bool: Intuit issued a new refresh token value).
 tokens_refreshed = Signal()
 
 #: Intuit refused the grant; the user must reconnect. Arguments:
-#: ``connection``, ``reason`` (a short, non-secret text).
+#: ``connection``, ``owner``, ``reason`` (a short, non-secret text).
 reauthorization_required = Signal()
 
-#: The connection was disconnected. Arguments: ``connection``, ``by``
+#: The connection was disconnected. Arguments: ``connection``, ``owner``, ``by``
 #: ("user", "admin" or "intuit": the user disconnected inside QuickBooks).
 connection_disconnected = Signal()
 
 #: The refresh token will expire soon for good: the user should reconnect.
-#: Arguments: ``connection``, ``expires_at`` (aware datetime), ``kind``
+#: Arguments: ``connection``, ``owner``, ``expires_at`` (aware datetime), ``kind``
 #: ("hard": the five-year limit of the grant, or "rolling": refreshing failed).
 refresh_token_expiring = Signal()
 

@@ -52,6 +52,9 @@ class PendingState:
     user_id: str | None = None
     realm_id: str | None = None
     created_at: float = 0.0
+    #: The owner chosen when the flow started (docs/ownership.md): its content type id
+    #: and object id; None in states issued before owners existed.
+    owner: tuple[int, str] | None = None
 
 
 class StateRefused(InvalidState):
@@ -89,8 +92,11 @@ def issue(
     redirect_uri: str,
     scopes: list[str],
     realm_id: str | None = None,
+    owner: tuple[int, str] | None = None,
 ) -> str:
-    """Make a new state for ``request``'s session and remember the flow; return the state."""
+    """Make a new state for ``request``'s session and remember the flow; return the state.
+
+    ``owner``: (content type id, object id) of what the connection will belong to."""
     now = _now()
     states = _pending(request)
     _drop_expired(states, now)
@@ -106,6 +112,7 @@ def issue(
         user_id=_user_id(user),
         realm_id=realm_id,
         created_at=now,
+        owner=owner,
     )
     states[_digest(state)] = asdict(pending)
     request.session[SESSION_KEY] = states
@@ -135,7 +142,8 @@ def consume(request, state: str | None) -> PendingState:
         raise StateRefused(UNKNOWN, "The callback's state is not one this session issued.")
     used = [k for k in (request.session.get(USED_SESSION_KEY) or []) if k != key]
     request.session[USED_SESSION_KEY] = (used + [key])[-MAX_USED:]
-    pending = PendingState(**entry)
+    known = {name: entry[name] for name in PendingState.__dataclass_fields__ if name in entry}
+    pending = PendingState(**known)
     if now - pending.created_at > qb_settings.STATE_MAX_AGE or pending.created_at > now + 60:
         raise StateRefused(EXPIRED, "The callback's state has expired.")
     if pending.user_id != _user_id(getattr(request, "user", None)):

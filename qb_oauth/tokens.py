@@ -41,7 +41,7 @@ from .lifecycle import lease as leases
 from .lifecycle.own_connection import committed_independently
 from .lifecycle.refresh import refresh_holding_lease
 from .lifecycle.store import copy_row, store, token_fields
-from .models import TOKEN_COLUMNS, ConnectionState, EventKind, QuickBooksConnection
+from .models import TOKEN_COLUMNS, ConnectionState, EventKind, QuickBooksConnection, owner_key
 from .redact import holds_tokens
 
 __all__ = [
@@ -79,17 +79,23 @@ def connect(
     realm_id: str,
     redirect_uri: str,
     scopes: list[str] | None = None,
+    owner=None,
 ) -> tuple[QuickBooksConnection, bool]:
     """Exchange a callback's code and store the connection (create or update).
 
-    Returns ``(connection, created)``. Raises before anything is stored when
-    Intuit refuses the code or cannot be reached. The company name is read
-    from the Accounting API; if that fails, the tokens are stored anyway (the
-    code cannot be exchanged twice) with an empty name. A database that
-    refuses the write is retried for a while; if it still refuses, the new
-    grant is revoked and :class:`TokensNotSaved` raised (nothing changed).
+    ``user`` is who consented; ``owner`` what the connection belongs to (default:
+    ``user``; see docs/ownership.md). A realm the owner already has in this
+    environment is that row again, with the new tokens, whoever of its members
+    consented: ``user`` then records the latest. Returns ``(connection, created)``.
+
+    Raises before anything is stored when Intuit refuses the code or cannot be
+    reached. The company name is read from the Accounting API; if that fails,
+    the tokens are stored anyway (the code cannot be exchanged twice) with an
+    empty name. A database that refuses the write is retried for a while; if it
+    still refuses, the new grant is revoked and :class:`TokensNotSaved` raised (nothing changed).
     """
     environment = qb_settings.ENVIRONMENT
+    owner_type, owner_id = owner_key(user if owner is None else owner)
     tokens = client.exchange_code(code=code, redirect_uri=redirect_uri)
     intuit_user_id = ""
     if tokens.id_token:
@@ -142,15 +148,17 @@ def connect(
                 .select_for_update()
                 .defer(*TOKEN_COLUMNS)  # the old tokens may be unreadable: never needed
                 .get_or_create(
-                    user=user,
+                    owner_content_type=owner_type,
+                    owner_object_id=owner_id,
                     realm_id=str(realm_id),
                     environment=environment,
-                    defaults={"connected_at": now},
+                    defaults={"connected_at": now, "user": user},
                 )
             )
             row_values = dict(values, token_version=F("token_version") + 1)
             if not created:
                 row_values["connected_at"] = now
+                row_values["user"] = user  # who consented, last: the event's actor too
             _rows().filter(pk=connection.pk).update(**row_values)
             connection.refresh_from_db()
             record_event(

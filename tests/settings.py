@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_q",
     "qb_oauth",
+    "tests.teams",  # the team adapter's tests (docs/ownership.md)
 ]
 
 MIDDLEWARE = [

@@ -24,6 +24,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from ..adapter import get_adapter
 from ..models import (
     TOKEN_COLUMNS,
     ConnectionEvent,
@@ -34,7 +35,7 @@ from ..models import (
 )
 from ..templatetags.qb_oauth_admin import absolute, ago_text, expiry_level, expiry_text, time_html
 from .actions import ConnectionActionsAdmin
-from .filters import FailingFilter, RefreshExpiringFilter
+from .filters import FailingFilter, OwnerTypeFilter, RefreshExpiringFilter
 
 #: Columns never loaded by the admin, never in a form.
 TOKEN_FIELDS = TOKEN_COLUMNS
@@ -60,6 +61,7 @@ class QuickBooksConnectionAdmin(ConnectionActionsAdmin):
     list_display = (
         "company",
         "owner",
+        "connected_by",
         "realm_id",
         "environment",
         "state_badge",
@@ -71,7 +73,14 @@ class QuickBooksConnectionAdmin(ConnectionActionsAdmin):
         "last_error_short",
     )
     list_display_links = ("company",)
-    list_filter = ("state", "environment", RefreshExpiringFilter, FailingFilter, "client_id")
+    list_filter = (
+        "state",
+        "environment",
+        RefreshExpiringFilter,
+        FailingFilter,
+        OwnerTypeFilter,
+        "client_id",
+    )
     list_select_related = ("user",)
     list_per_page = 100
     actions = ("refresh_now", "revoke_and_disconnect", "check_connection")
@@ -81,6 +90,7 @@ class QuickBooksConnectionAdmin(ConnectionActionsAdmin):
             gettext_lazy("Connection"),
             {
                 "fields": (
+                    "owner_shown",
                     "user",
                     "company_name",
                     "realm_id",
@@ -138,7 +148,7 @@ class QuickBooksConnectionAdmin(ConnectionActionsAdmin):
         # The tokens are never loaded: presence is a database IS NULL test.
         rows = super().get_queryset(request)
         assert isinstance(rows, QuickBooksConnectionQuerySet)
-        return rows.select_related("user").with_token_presence()
+        return rows.select_related("user").prefetch_related("owner").with_token_presence()
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
         user_model = get_user_model()
@@ -169,9 +179,21 @@ class QuickBooksConnectionAdmin(ConnectionActionsAdmin):
     def company(self, obj: QuickBooksConnection) -> str:
         return obj.company_name or format_html("<em>{}</em>", _("(no name)"))
 
-    @admin.display(description=gettext_lazy("owner"), ordering=f"user__{_username_field()}")
+    @admin.display(description=gettext_lazy("owner"), ordering="owner_content_type__model")
     def owner(self, obj: QuickBooksConnection) -> str:
+        # The adapter names it (a user by username); prefetched: one query per owner type.
+        return get_adapter().owner_display(obj.owner)
+
+    @admin.display(description=gettext_lazy("connected by"), ordering=f"user__{_username_field()}")
+    def connected_by(self, obj: QuickBooksConnection) -> str:
         return obj.user.get_username()
+
+    @admin.display(description=gettext_lazy("owner"))
+    def owner_shown(self, obj: QuickBooksConnection) -> str:
+        owner = obj.owner
+        if owner is None:
+            return _("(gone)")
+        return f"{get_adapter().owner_display(owner)} ({owner._meta.verbose_name})"
 
     @admin.display(description=gettext_lazy("state"), ordering="state")
     def state_badge(self, obj: QuickBooksConnection) -> SafeString:

@@ -1,4 +1,5 @@
-"""The connection changelist's own filters: refresh tokens running out, and failures."""
+"""The connection changelist's own filters: refresh tokens running out, failures, and
+the kind of owner (docs/ownership.md)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.contenttypes.models import ContentType
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from ..models import QuickBooksConnectionQuerySet, expiry_window_seconds
+from ..models import QuickBooksConnection, QuickBooksConnectionQuerySet, expiry_window_seconds
 from ..templatetags.qb_oauth_admin import DANGER_WINDOW, warning_window
 
 
@@ -61,3 +63,30 @@ class FailingFilter(admin.SimpleListFilter):
         if self.value() == "no":
             return queryset.filter(consecutive_failures=0)
         return queryset
+
+
+def _type_name(content_type: ContentType) -> str:
+    model = content_type.model_class()
+    return str(model._meta.verbose_name) if model is not None else str(content_type)
+
+
+class OwnerTypeFilter(admin.SimpleListFilter):
+    """What the connections belong to: users, teams, organizations (the kinds present)."""
+
+    title = gettext_lazy("owner type")
+    parameter_name = "owner_type"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        present = QuickBooksConnection.objects.values("owner_content_type").distinct()
+        types = ContentType.objects.filter(pk__in=present).order_by("app_label", "model")
+        return [(str(t.pk), _type_name(t)) for t in types]
+
+    def queryset(  # type: ignore[override]  # the changelist hands our own queryset
+        self, request: HttpRequest, queryset: QuickBooksConnectionQuerySet
+    ) -> QuickBooksConnectionQuerySet:
+        value = self.value()
+        if not value:
+            return queryset
+        if not value.isdigit():
+            raise IncorrectLookupParameters("owner_type: not a content type id")
+        return queryset.filter(owner_content_type_id=int(value))

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('qb_oauth', '0002_hardening'),
+        ('qb_oauth', '0003_ownership'),
     ]
 
     operations = [

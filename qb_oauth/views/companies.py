@@ -1,9 +1,12 @@
-"""The signed-in user's QuickBooks companies: the connections page and Disconnect."""
+"""The signed-in user's QuickBooks companies: the connections page and Disconnect.
+
+Which companies those are is the adapter's answer (``connections_for``), and who may
+disconnect one its ``can_manage`` (docs/ownership.md)."""
 
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -11,6 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_safe
 
 from .. import tokens
+from ..adapter import get_adapter
 from ..exceptions import (
     CredentialsMismatch,
     ImproperlyConfigured,
@@ -18,7 +22,7 @@ from ..exceptions import (
     QuickBooksError,
     TokensNotSaved,
 )
-from ..models import ConnectionState, QuickBooksConnection
+from ..models import ConnectionState
 from .common import (
     company_label,
     connections_url,
@@ -68,13 +72,17 @@ _DISCONNECT_FAILURES = (
 @login_required
 @require_safe
 def connections(request: HttpRequest) -> HttpResponse:
-    """The signed-in user's QuickBooks companies, with Connect, Reconnect and Disconnect."""
+    """The signed-in user's QuickBooks companies, with Connect, Reconnect and Disconnect:
+    the adapter's ``connections_for(request)``; the buttons only where ``can_manage``."""
+    adapter = get_adapter()
     # No token is decrypted to draw the page: one row that no key opens breaks only itself.
-    items = (
-        QuickBooksConnection.objects.for_user(request.user)
+    items = list(
+        adapter.connections_for(request)
         .with_token_presence()
         .order_by("company_name", "realm_id", "environment")
     )
+    for item in items:
+        item.qb_can_manage = adapter.can_manage(request, item)
     return render(
         request,
         "qb_oauth/connections.html",
@@ -87,10 +95,14 @@ def connections(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @misconfiguration_page
 def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
-    """GET: the confirmation page. POST: revoke at Intuit, drop the tokens (owner only)."""
-    connection = get_object_or_404(
-        QuickBooksConnection.objects.with_token_presence(), pk=pk, user=request.user
-    )
+    """GET: the confirmation page. POST: revoke at Intuit, drop the tokens.
+
+    Only a connection of the adapter's ``connections_for(request)`` that it lets the
+    request manage (``can_manage``); any other is a 404, as if it did not exist."""
+    adapter = get_adapter()
+    connection = get_object_or_404(adapter.connections_for(request).with_token_presence(), pk=pk)
+    if not adapter.can_manage(request, connection):
+        raise Http404("No such QuickBooks connection.")
     next_url = safe_next(request, request.POST.get("next")) or connections_url()
     if request.method == "GET":
         return render(request, "qb_oauth/disconnect_confirm.html", {"connection": connection})

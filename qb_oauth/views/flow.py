@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -17,6 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from .. import client, state, tokens
+from ..adapter import get_adapter, owner_of
 from ..conf import qb_settings
 from ..exceptions import (
     ImproperlyConfigured,
@@ -26,6 +27,7 @@ from ..exceptions import (
     ReauthorizationRequired,
     TokensNotSaved,
 )
+from ..models import owner_key
 from .common import (
     clean_realm,
     company_label,
@@ -70,14 +72,24 @@ def connect(request: HttpRequest) -> HttpResponse:
     POST only (with Django's CSRF check), so no link or image on another site
     can start a flow in the user's name. ``next`` is the page to come back to
     (same-site only; default: the connections page); ``realm_id`` is the
-    company a Reconnect button is for (Intuit lets the user pick anyway).
+    company a Reconnect button is for (Intuit lets the user pick anyway), and
+    ``connection`` the connection it reconnects: the new tokens go to that
+    connection's owner. Otherwise the owner is the adapter's ``get_owner(request)``
+    (docs/ownership.md); either is remembered in the state, and a connection or an
+    owner the adapter refuses is a 404.
     """
     next_url = safe_next(request, request.POST.get("next")) or connections_url()
     realm_id = clean_realm(request.POST.get("realm_id"))
+    owner = _chosen_owner(request)
     redirect_uri = _redirect_uri(request)
     scopes = qb_settings.SCOPES
     value = state.issue(
-        request, next_url=next_url, redirect_uri=redirect_uri, scopes=scopes, realm_id=realm_id
+        request,
+        next_url=next_url,
+        redirect_uri=redirect_uri,
+        scopes=scopes,
+        realm_id=realm_id,
+        owner=owner,
     )
     try:
         url = client.authorization_url(state=value, redirect_uri=redirect_uri, scopes=scopes)
@@ -93,6 +105,34 @@ def connect(request: HttpRequest) -> HttpResponse:
             next_url=next_url,
         )
     return HttpResponseRedirect(url)
+
+
+def _chosen_owner(request: HttpRequest) -> tuple[int, str]:
+    """(content type id, object id) of what this flow's connection will belong to."""
+    adapter = get_adapter()
+    pk = request.POST.get("connection")
+    if pk:
+        found = (
+            adapter.connections_for(request).filter(pk=pk).first()
+            if pk.isascii() and pk.isdigit()
+            else None
+        )
+        if found is None or not adapter.can_manage(request, found):
+            raise Http404("No such QuickBooks connection.")
+        return found.owner_content_type_id, found.owner_object_id
+    owner = adapter.get_owner(request)
+    if owner is None:
+        raise Http404("Nothing to connect QuickBooks for.")
+    content_type, object_id = owner_key(owner)
+    return content_type.pk, object_id
+
+
+def _pending_owner(request: HttpRequest, pending: state.PendingState):
+    """The owner chosen when the flow started, or None when it no longer exists."""
+    if pending.owner:
+        content_type_id, object_id = pending.owner
+        return owner_of(content_type_id, object_id)
+    return get_adapter().get_owner(request)  # a state issued before owners existed
 
 
 # -- callback -------------------------------------------------------------------------------
@@ -271,9 +311,24 @@ def callback(request: HttpRequest) -> HttpResponse:
             next_url=next_url,
         )
 
+    owner = _pending_owner(request, pending)
+    if owner is None:
+        logger.warning("QuickBooks callback refused: the connection's owner no longer exists.")
+        return error_page(
+            request,
+            reason="owner_gone",
+            title=_("This connection request can't be completed"),
+            message=_(
+                "What this connection was for no longer exists. Nothing was changed. "
+                "Please start again from your QuickBooks connections."
+            ),
+            status=400,
+            next_url=next_url,
+        )
     try:
         connection, created = tokens.connect(
             user=request.user,
+            owner=owner,
             code=code,
             realm_id=realm_id,
             redirect_uri=pending.redirect_uri,

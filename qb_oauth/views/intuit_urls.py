@@ -14,9 +14,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_safe
 
 from .. import tokens
+from ..adapter import get_adapter
 from ..conf import qb_settings
 from ..exceptions import ImproperlyConfigured, IntuitUnavailable, QuickBooksError
-from ..models import QuickBooksConnection
 from .common import clean_realm, connections_url, logger, login_required, misconfiguration_page
 
 if TYPE_CHECKING:
@@ -24,10 +24,20 @@ if TYPE_CHECKING:
 
 
 def _users_realm(request: HttpRequest, realm_id: str) -> QuickBooksConnectionQuerySet:
-    """The signed-in user's connections to ``realm_id`` in this site's environment."""
-    return QuickBooksConnection.objects.for_user(request.user).filter(
-        realm_id=realm_id, environment=qb_settings.ENVIRONMENT
+    """The connections to ``realm_id`` in this site's environment that the adapter shows
+    ``request`` (``connections_for``): the user's own by default, a team's for a team
+    adapter (docs/ownership.md)."""
+    return (
+        get_adapter()
+        .connections_for(request)
+        .filter(realm_id=realm_id, environment=qb_settings.ENVIRONMENT)
     )
+
+
+def _managed(request: HttpRequest, connections: list) -> list:
+    """Those of ``connections`` the adapter lets ``request`` disconnect or reconnect."""
+    adapter = get_adapter()
+    return [c for c in connections if adapter.can_manage(request, c)]
 
 
 @never_cache
@@ -43,7 +53,11 @@ def intuit_disconnect(request: HttpRequest) -> HttpResponse:
     when Intuit confirms they no longer work.
     """
     realm_id = clean_realm(request.GET.get("realmId")) or ""
-    found = list(_users_realm(request, realm_id).with_token_presence()) if realm_id else []
+    found = (
+        _managed(request, list(_users_realm(request, realm_id).with_token_presence()))
+        if realm_id
+        else []
+    )
     if not found:
         return render(
             request,
@@ -94,7 +108,8 @@ def reconnect(request: HttpRequest) -> HttpResponse:
     user's browser through Intuit and back (login CSRF in reverse).
     """
     realm_id = clean_realm(request.GET.get("realmId")) or ""
-    connection = _users_realm(request, realm_id).first() if realm_id else None
+    found = _managed(request, list(_users_realm(request, realm_id))) if realm_id else []
+    connection = found[0] if found else None
     return render(
         request,
         "qb_oauth/reconnect.html",

@@ -13,11 +13,14 @@ import json
 from datetime import datetime
 from typing import Any
 
+from django.apps import apps
 from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Max, OuterRef, Subquery
 from django.utils import timezone
 
+from qb_oauth.adapter import get_adapter
 from qb_oauth.management.terminal import terminal_safe
 from qb_oauth.models import (
     ConnectionState,
@@ -80,10 +83,39 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _owner(text: str) -> Any:
+    """The owner named by ``--owner app_label.model:pk``, or a CommandError."""
+    label, _sep, pk = text.partition(":")
+    try:
+        model = apps.get_model(label)
+    except (LookupError, ValueError):
+        raise CommandError(f"--owner: no model {label[:80]!r} (app_label.model:pk).") from None
+    try:
+        return model._default_manager.get(pk=pk)
+    except (model.DoesNotExist, ValueError, TypeError):
+        raise CommandError(f"--owner: no {label} with pk {pk[:40]!r}.") from None
+
+
+def _owner_names(keys: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
+    """How the adapter names each owner: one query per kind of owner."""
+    adapter = get_adapter()
+    names: dict[tuple[int, str], str] = {}
+    by_type: dict[int, set[str]] = {}
+    for type_id, object_id in keys:
+        by_type.setdefault(type_id, set()).add(object_id)
+    for type_id, object_ids in by_type.items():
+        model = ContentType.objects.get_for_id(type_id).model_class()
+        found = model._default_manager.in_bulk(list(object_ids)) if model is not None else {}
+        shown = {str(pk): adapter.owner_display(obj) for pk, obj in found.items()}
+        for object_id in object_ids:
+            names[(type_id, object_id)] = shown.get(object_id, f"(gone: {object_id})")
+    return names
+
+
 class Command(BaseCommand):
     help = (
         "List QuickBooks connections with their state and token expiries (never a token). "
-        "Filter with --state, --user and --expiring-within; --json for scripts."
+        "Filter with --state, --user, --owner and --expiring-within; --json for scripts."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -93,7 +125,12 @@ class Command(BaseCommand):
             choices=ConnectionState.values,
             help="Only connections in this state (repeat for several).",
         )
-        parser.add_argument("--user", help="Only the connections of this user (username).")
+        parser.add_argument("--user", help="Only the connections this user connected (username).")
+        parser.add_argument(
+            "--owner",
+            metavar="APP_LABEL.MODEL:PK",
+            help="Only the connections of this owner, e.g. teams.team:3 or auth.user:1.",
+        )
         parser.add_argument(
             "--expiring-within",
             type=float,
@@ -114,6 +151,8 @@ class Command(BaseCommand):
             qs = qs.filter(state__in=options["state"])
         if options["user"]:
             qs = qs.filter(**{username: options["user"]})
+        if options["owner"]:
+            qs = qs.owned_by(_owner(options["owner"]))
         if options["expiring_within"] is not None:
             try:
                 seconds = expiry_window_seconds(options["expiring_within"])
@@ -133,9 +172,11 @@ class Command(BaseCommand):
             .values("last")
         )
         qs = qs.annotate(last_webhook_at=Subquery(last_webhook))
-        rows = list(qs.order_by("pk").values(*FIELDS, *flags, "last_webhook_at", username))
+        owner_key = ("owner_content_type", "owner_object_id")
+        rows = list(qs.order_by("pk").values(*FIELDS, *flags, "last_webhook_at", *owner_key))
+        names = _owner_names({(r["owner_content_type"], r["owner_object_id"]) for r in rows})
         for row in rows:
-            row["owner"] = str(row.pop(username))
+            row["owner"] = names[(row.pop("owner_content_type"), row.pop("owner_object_id"))]
 
         if options["json"]:
             self.stdout.write(json.dumps([self._json_row(r) for r in rows], indent=2))
