@@ -26,3 +26,10 @@ connection_disconnected = Signal()
 #: Arguments: ``connection``, ``expires_at`` (aware datetime), ``kind``
 #: ("hard": the five-year limit of the grant, or "rolling": refreshing failed).
 refresh_token_expiring = Signal()
+
+#: The app's CorePlus (read) calls of the month reached 80 % or 95 % of
+#: ``API_MONTHLY_QUOTA``; sent once per month and threshold. Arguments:
+#: ``connection`` (None: the quota is the app's), ``month`` (a date, its first
+#: day), ``percent`` (80 or 95), ``core_plus``, ``core`` (the month's counts so
+#: far) and ``quota``.
+api_quota_near = Signal()

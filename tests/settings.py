@@ -87,6 +87,11 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 FERNET_KEYS = ["qb-oauth-test-fernet-key-1"]
 
+# The API limits live in the default cache, LocMem here (one process): the tests that
+# run several processes point QB_OAUTH["CACHE"] at Redis. Hence the silenced warning.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+SILENCED_SYSTEM_CHECKS = ["qb_oauth.W006"]
+
 QB_OAUTH = {
     "CLIENT_ID": "qb-test-client",
     "CLIENT_SECRET": "qb-test-secret",
