@@ -96,6 +96,8 @@ QB_OAUTH = {
     "CLIENT_ID": "qb-test-client",
     "CLIENT_SECRET": "qb-test-secret",
     "HTTP_TIMEOUT": 5,
+    # Retries of the API's 429s and 503s pause for milliseconds, not seconds.
+    "API_RETRY_BACKOFF": 0.01,
 }
 
 Q_CLUSTER = {

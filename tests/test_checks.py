@@ -75,7 +75,7 @@ def test_one_id_per_problem(settings):
         "HTTP_TIMEOUT": "soon",
         "SWEEP_CHUNK_SIZE": 0,
     }
-    messages = [m for m in run_checks() if m.id.startswith("qb_oauth.")]
+    messages = [m for m in run_checks() if m.id.startswith("qb_oauth.") and not m.is_silenced()]
     assert sorted(m.id for m in messages) == [
         "qb_oauth.E006",
         "qb_oauth.E010",
