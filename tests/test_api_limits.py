@@ -338,3 +338,32 @@ def test_the_quota_signal_once_at_80_and_once_at_95(fake_intuit, connection, set
     first = recorder.calls[0]
     assert first["quota"] == 10 and first["core"] == 0
     assert first["month"] == metering.month_of()
+
+
+def test_the_admin_and_qb_status_show_the_months_counts(
+    fake_intuit, connection, admin_client, settings
+):
+    from django.core.management import call_command
+    from django.urls import reverse
+
+    with connection.api_session() as session:
+        for _ in range(3):
+            session.get(info_path(connection))
+        session.post("customer", json={"DisplayName": "Pat"})
+    page = admin_client.get(
+        reverse("admin:qb_oauth_quickbooksconnection_change", args=[connection.pk])
+    )
+    assert "3 CorePlus (reads and queries), 1 Core (writes)" in page.content.decode()
+    run_sweep(fan_out=False)
+    listing = admin_client.get(reverse("admin:qb_oauth_apiusage_changelist")).content.decode()
+    assert "the app: 3 CorePlus calls" in listing and "1 Core calls" in listing
+    changelist = admin_client.get(reverse("admin:qb_oauth_quickbooksconnection_changelist"))
+    assert "3 reads, 1 writes" in changelist.content.decode()
+
+    import io
+    import json
+
+    out = io.StringIO()
+    call_command("qb_status", "--json", stdout=out)
+    [row] = json.loads(out.getvalue())
+    assert row["api_calls_month"] == {"core_plus": 3, "core": 1}

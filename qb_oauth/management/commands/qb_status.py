@@ -17,6 +17,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from qb_oauth import metering
+from qb_oauth.conf import qb_settings
 from qb_oauth.management.terminal import terminal_safe
 from qb_oauth.models import ConnectionState, QuickBooksConnection, expiry_window_seconds
 from qb_oauth.templatetags.qb_oauth_admin import ago_text
@@ -53,6 +55,8 @@ COLUMNS = (
     ("REFRESH EXPIRES", "refresh_token_expires_at"),
     ("HARD EXPIRY", "refresh_token_hard_expires_at"),
     ("FAILURES", "consecutive_failures"),
+    ("READS", "api_core_plus"),
+    ("WRITES", "api_core"),
     ("LAST ERROR", "last_error"),
 )
 
@@ -75,7 +79,8 @@ def _short(text: str, width: int) -> str:
 
 class Command(BaseCommand):
     help = (
-        "List QuickBooks connections with their state and token expiries (never a token). "
+        "List QuickBooks connections with their state, token expiries and this month's API "
+        "calls (never a token). "
         "Filter with --state, --user and --expiring-within; --json for scripts."
     )
 
@@ -119,8 +124,11 @@ class Command(BaseCommand):
             qs = qs.failing()
         flags = dict.fromkeys(_STORED.values())  # each once, in order
         rows = list(qs.order_by("pk").values(*FIELDS, *flags, username))
+        usage = metering.usage_by_connection(r["id"] for r in rows)
         for row in rows:
             row["owner"] = str(row.pop(username))
+            month = usage[row["id"]]
+            row["api_core_plus"], row["api_core"] = month.core_plus, month.core
 
         if options["json"]:
             self.stdout.write(json.dumps([self._json_row(r) for r in rows], indent=2))
@@ -129,6 +137,13 @@ class Command(BaseCommand):
             self.stdout.write("No connections.")
             return
         self._table(rows)
+        app = metering.app_usage()
+        quota = qb_settings.API_MONTHLY_QUOTA
+        self.stdout.write(
+            f"API calls in {app.month:%Y-%m}: {app.core_plus:,} CorePlus (reads, "
+            f"{app.core_plus * 100 / quota:.1f}% of the quota of {quota:,}), "
+            f"{app.core:,} Core (writes)."
+        )
 
     @staticmethod
     def _json_row(row: dict) -> dict:
@@ -140,6 +155,7 @@ class Command(BaseCommand):
         out["tokens_unreadable"] = row["tokens_unreadable_at"] is not None
         out["access_token_stored"] = row["qb_has_access_token"]
         out["refresh_token_stored"] = row["qb_has_refresh_token"]
+        out["api_calls_month"] = {"core_plus": row["api_core_plus"], "core": row["api_core"]}
         return out
 
     def _cell(self, row: dict, key: str, now: datetime) -> str:
