@@ -33,7 +33,7 @@ from .conf import qb_settings
 from .events import send_robust
 from .models import ApiUsage, QuickBooksConnection
 from .signals import api_quota_near
-from .throttle import KEY_PREFIX, limits_cache
+from .throttle import KEY_PREFIX, incr_many, limits_cache
 
 __all__ = [
     "THRESHOLDS",
@@ -87,25 +87,24 @@ def _stored(month: date, pk: int | None, kind: str) -> int:
     return int(rows.aggregate(n=Sum(field))["n"] or 0)
 
 
-def _incr(key: str, seed: int | None, month: date, pk: int | None, kind: str) -> int:
-    cache = limits_cache()
-    try:
-        return cache.incr(key)
-    except ValueError:  # the month's first call, or a counter the cache lost
-        cache.add(key, _stored(month, pk, kind) if seed is None else seed, timeout=_KEEP)
-        return cache.incr(key)
-
-
 def count_call(connection: QuickBooksConnection, *, read: bool) -> None:
     """Count one API call of ``connection`` (a read or query when ``read``, else a write).
 
-    Never raises: a cache that fails loses a count, never the caller's answer.
+    Both counters (the connection's, the app's) in one round trip on Redis. A counter
+    just made (the month's first call, or one the cache lost) is given the folded count
+    first. Never raises: a cache that fails loses a count, never the caller's answer.
     """
     month = month_of()
     kind = _READ if read else _WRITE
+    keys = [_key(month, connection.pk, kind), _key(month, "app", kind)]
     try:
-        _incr(_key(month, connection.pk, kind), None, month, connection.pk, kind)
-        app_count = _incr(_key(month, "app", kind), None, month, None, kind)
+        mine, app_count = incr_many(limits_cache(), keys, _KEEP)
+        for key, value, pk in ((keys[0], mine, connection.pk), (keys[1], app_count, None)):
+            if value == 1:  # made now: start from the database's count
+                seed = _stored(month, pk, kind)
+                if seed:
+                    limits_cache().incr(key, seed)
+                    app_count += seed if pk is None else 0
     except Exception:  # noqa: BLE001 - metering must not break a call
         logger.warning("Could not count a QuickBooks API call in the cache.", exc_info=True)
         return
