@@ -367,3 +367,18 @@ def test_the_admin_and_qb_status_show_the_months_counts(
     call_command("qb_status", "--json", stdout=out)
     [row] = json.loads(out.getvalue())
     assert row["api_calls_month"] == {"core_plus": 3, "core": 1}
+
+
+def test_counts_and_the_quota_on_redis(fake_intuit, connection, settings, shared_cache):
+    qb(settings, API_MONTHLY_QUOTA=5)
+    with Recorder(signals.api_quota_near) as recorder:
+        with connection.api_session() as session:
+            for _ in range(6):
+                session.get(info_path(connection))
+            session.post("customer", json={"DisplayName": "Pat"})
+    assert [c["percent"] for c in recorder.calls] == [80, 95]
+    usage = metering.connection_usage(connection)
+    assert (usage.core_plus, usage.core) == (6, 1)
+    run_sweep(fan_out=False)
+    row = ApiUsage.objects.get(connection=connection)
+    assert (row.core_plus, row.core) == (6, 1)

@@ -122,3 +122,34 @@ def test_settings_are_read_lazily(settings):
     settings.QB_OAUTH = {**BASE, "KEEPALIVE_AGE": timedelta(hours=12), "SCOPES": "a b"}
     assert qb_settings.KEEPALIVE_AGE == 43200
     assert qb_settings.SCOPES == ["a", "b"]
+
+
+def test_the_limits_cache_must_exist(settings):
+    settings.QB_OAUTH = {**BASE, "CACHE": "nowhere"}
+    [message] = [m for m in run_checks() if m.id == "qb_oauth.E014"]
+    assert "nowhere" in message.msg and "default" in message.hint
+
+
+def test_a_process_local_limits_cache_is_warned_about_outside_debug(settings):
+    settings.QB_OAUTH = dict(BASE)
+    settings.DEBUG = False
+    [message] = [m for m in run_checks() if m.id == "qb_oauth.W006"]
+    assert "LocMemCache" in message.msg and message.hint
+    settings.CACHES = {
+        **settings.CACHES,
+        "shared": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/0",
+        },
+    }
+    settings.QB_OAUTH = {**BASE, "CACHE": "shared"}
+    assert not [m for m in run_checks() if m.id == "qb_oauth.W006"]
+    settings.QB_OAUTH = dict(BASE)
+    settings.DEBUG = True
+    assert not [m for m in run_checks() if m.id == "qb_oauth.W006"]
+
+
+@pytest.mark.parametrize("key", ["API_CONCURRENCY", "API_RATE_LIMIT", "API_MONTHLY_QUOTA"])
+def test_bad_limit_numbers_are_e011(settings, key):
+    settings.QB_OAUTH = {**BASE, key: 0}
+    assert [m for m in run_checks() if m.id == "qb_oauth.E011" and key in m.msg]
