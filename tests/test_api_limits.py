@@ -382,3 +382,20 @@ def test_counts_and_the_quota_on_redis(fake_intuit, connection, settings, shared
     run_sweep(fan_out=False)
     row = ApiUsage.objects.get(connection=connection)
     assert (row.core_plus, row.core) == (6, 1)
+
+
+def test_the_fake_refuses_more_in_flight_than_its_limit(fake_intuit, connection, settings):
+    # A site that allows more in flight than Intuit does meets Intuit's 429s.
+    qb(settings, API_CONCURRENCY=6, API_RETRIES=0)
+    fake_intuit.concurrency_limit = 2
+    fake_intuit.latency = {"api": 0.3}
+
+    def one():
+        with connection.api_session() as session:
+            return session.get(info_path(connection)).status_code
+
+    results, errors = in_threads(6, one)
+    assert fake_intuit.max_in_flight[connection.realm_id] > 2
+    assert fake_intuit.throttled[connection.realm_id] == len(errors) > 0
+    assert all(isinstance(e, IntuitUnavailable) and e.status == 429 for e in errors)
+    assert results == [200] * (6 - len(errors))
