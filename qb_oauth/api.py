@@ -13,6 +13,16 @@ that resolves anywhere else is a programming error: ``ValueError``, before
 anything is sent and before any token is read. A redirect to another host or
 port carries no token (``requests`` drops ``Authorization`` then), and a 401
 from anywhere but the API forces no refresh.
+
+Every request is held within Intuit's limits for the realm, across all the
+site's processes (:func:`qb_oauth.throttle.within_limits`), and counted
+(:func:`qb_oauth.metering.count_call`). A 429, or a 502/503/504 to a request
+that is safe to repeat (GET, HEAD, and the ``/query`` endpoint, which
+python-quickbooks POSTs to), is retried up to ``API_RETRIES`` times with
+exponential backoff and full jitter (tenacity); a write answered 502/503/504
+is never sent again, since Intuit may have done it. A 429 or 502/503/504 that
+is still the answer raises :class:`~qb_oauth.exceptions.IntuitUnavailable`
+with Intuit's ``intuit_tid`` (see docs/usage.md, "Intuit's limits").
 """
 
 from __future__ import annotations
@@ -21,10 +31,18 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_result,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 from urllib3.util import parse_url
 
-from . import client
+from . import client, metering, throttle
 from .conf import qb_settings
+from .exceptions import IntuitUnavailable
 from .redact import holds_tokens
 
 if TYPE_CHECKING:
@@ -32,6 +50,12 @@ if TYPE_CHECKING:
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+#: Answers retried for any request (Intuit refused it unseen) and for repeatable ones.
+_RETRY_ANY = frozenset({429})
+_RETRY_REPEATABLE = frozenset({502, 503, 504})
+#: Methods that only read.
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 #: (scheme, host, port): where a request goes.
 _Origin = tuple[str, str, int | None]
@@ -126,27 +150,81 @@ class QuickBooksSession(requests.Session):
         kwargs.setdefault("timeout", qb_settings.HTTP_TIMEOUT)
         headers = dict(kwargs.pop("headers", None) or {})
 
+        path = urlsplit(url).path.rstrip("/")
+        method = method.upper()
+        query = path.endswith("/query")
+        reads = method in _READS or query
+        repeatable = reads  # a query is a read, even POSTed
+        retried = _RETRY_ANY | (_RETRY_REPEATABLE if repeatable else frozenset())
+        connection = self.connection
+
         @holds_tokens
         def send(token: str) -> requests.Response:
             headers["Authorization"] = f"Bearer {token}"
-            # HTTP_TIMEOUT bounds the whole call, not only each read (qb_oauth.deadline).
-            with client.bounded_call("Accounting API") as deadline:
-                response = super(QuickBooksSession, self).request(
-                    method, url, params=params, headers=headers, **kwargs
-                )
+            # Within the realm's limits, shared by every process of the site.
+            with throttle.within_limits(
+                connection.environment, connection.realm_id, batch=path.endswith("/batch")
+            ):
+                # HTTP_TIMEOUT bounds the whole call, not only each read (qb_oauth.deadline).
+                with client.bounded_call("Accounting API") as deadline:
+                    response = super(QuickBooksSession, self).request(
+                        method, url, params=params, headers=headers, **kwargs
+                    )
+            metering.count_call(connection, read=reads)
             if deadline.expired:  # the answer was cut short
                 response.close()
                 raise client.timeout_error("Accounting API")
             return response
 
-        response = send(get_access_token(self.connection))
-        if response.status_code == 401 and self._from_api(response):
-            # Intuit refused the token (expired early, or revoked): refresh once. A 401
-            # from wherever a redirect led is that host's business, not Intuit's.
+        def attempt() -> requests.Response:
+            response = send(get_access_token(self.connection))
+            if response.status_code == 401 and self._from_api(response):
+                # Intuit refused the token (expired early, or revoked): refresh once. A 401
+                # from wherever a redirect led is that host's business, not Intuit's.
+                response.close()
+                refresh(self.connection, force=True, actor=self.actor)
+                response = send(self.connection.access_token)
+            return response
+
+        response = self._retrying(repeatable)(attempt)
+        status = response.status_code
+        if (status in _RETRY_ANY or status in _RETRY_REPEATABLE) and self._from_api(response):
             response.close()
-            refresh(self.connection, force=True, actor=self.actor)
-            response = send(self.connection.access_token)
+            if status in retried:
+                said = f" (tried {qb_settings.API_RETRIES + 1} times)."
+            else:  # a write: Intuit may have done it, so it is not sent again
+                said = " to a write, which was not repeated: Intuit may have done it."
+            raise IntuitUnavailable(
+                f"Intuit's Accounting API answered HTTP {status}{said}",
+                intuit_tid=client.intuit_tid(response),
+                status=status,
+            )
         return response
+
+    def _retrying(self, repeatable: bool) -> Retrying:
+        """tenacity's loop: an answer worth another try is retried, with backoff and
+        jitter, up to ``API_RETRIES`` times; the last answer is returned either way."""
+
+        def worth_retrying(response: requests.Response) -> bool:
+            status = response.status_code
+            if not self._from_api(response):
+                return False
+            return status in _RETRY_ANY or (repeatable and status in _RETRY_REPEATABLE)
+
+        def before_sleep(state: RetryCallState) -> None:
+            if state.outcome is not None and not state.outcome.failed:
+                state.outcome.result().close()
+
+        return Retrying(
+            stop=stop_after_attempt(qb_settings.API_RETRIES + 1),
+            wait=wait_random_exponential(
+                multiplier=qb_settings.API_RETRY_BACKOFF, max=qb_settings.API_WAIT
+            ),
+            retry=retry_if_result(worth_retrying),
+            retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
+            before_sleep=before_sleep,
+            reraise=True,
+        )
 
     def json_or_raise(self, response: requests.Response, what: str = "answer") -> dict[str, Any]:
         """The JSON body of a successful answer, or the matching QuickBooksError.

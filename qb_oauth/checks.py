@@ -13,11 +13,13 @@ qb_oauth.E009       QB_OAUTH['ENDPOINTS'] is not a dict
 qb_oauth.E010       QB_OAUTH['ENDPOINTS'] has unknown endpoint names
 qb_oauth.E011       a QB_OAUTH value of the wrong kind or out of range
 qb_oauth.E012       ADAPTER cannot be imported, or is not an adapter class
+qb_oauth.E013       QB_OAUTH['CACHE'] names no cache of CACHES
 qb_oauth.W001       FERNET_KEYS is not set: tokens would be encrypted with SECRET_KEY
 qb_oauth.W002       django_q is not installed: nothing refreshes connections on schedule
 qb_oauth.W003       REDIRECT_URI is not https outside DEBUG
 qb_oauth.W004       stored connections were made with another Intuit app's client id
 qb_oauth.W005       the webhook URL is included but WEBHOOK_VERIFIER_TOKEN is not set
+qb_oauth.W006       the cache of the API limits is process-local while DEBUG is off
 ==================  ===========================================================
 """
 
@@ -333,3 +335,45 @@ def check_webhook_token(app_configs=None, **kwargs) -> list[CheckMessage]:
             id="qb_oauth.W005",
         )
     ]
+
+
+#: Cache backends whose data one process (or one machine) keeps to itself.
+_LOCAL_CACHES = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+    "django.core.cache.backends.filebased.FileBasedCache",
+)
+
+
+@register("qb_oauth")
+def check_limits_cache(app_configs=None, **kwargs) -> list[CheckMessage]:
+    """The API limits and counts live in QB_OAUTH['CACHE']: it must exist, and be shared."""
+    try:
+        name = qb_settings.CACHE
+    except Invalid:
+        return []  # E011 says so
+    caches = getattr(settings, "CACHES", None) or {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    }
+    if name not in caches:
+        return [
+            Error(
+                f"QB_OAUTH['CACHE'] is {name!r}, which is not a key of CACHES.",
+                hint="Name the cache that holds the QuickBooks API limits and counts "
+                f"(one of {', '.join(sorted(caches)) or 'none configured'}).",
+                id="qb_oauth.E013",
+            )
+        ]
+    backend = str(caches[name].get("BACKEND", ""))
+    if not settings.DEBUG and backend in _LOCAL_CACHES:
+        return [
+            Warning(
+                f"QB_OAUTH['CACHE'] ({name!r}) is {backend.rsplit('.', 1)[-1]}: each process "
+                "keeps its own QuickBooks API limits, so several processes together can "
+                "exceed Intuit's limits (and meet 429s), and the API counts are per process.",
+                hint="Point QB_OAUTH['CACHE'] at a cache every process shares (Redis or "
+                "memcached), e.g. django.core.cache.backends.redis.RedisCache.",
+                id="qb_oauth.W006",
+            )
+        ]
+    return []

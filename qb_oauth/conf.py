@@ -299,6 +299,40 @@ class QBSettings:
         "Times a webhook event is signalled while a receiver fails, before it is flagged failed.",
     )
 
+    # Calling the API within Intuit's limits (docs/usage.md, "Intuit's limits").
+    CACHE = Setting(
+        "default",
+        text,
+        "The Django cache (a key of CACHES) that holds the API limits and counts of every "
+        "process: Redis or memcached in production.",
+    )
+    API_CONCURRENCY = Setting(10, count(), "The most API requests in flight per realm.")
+    API_RATE_LIMIT = Setting(500, count(), "The most API requests per realm per API_RATE_WINDOW.")
+    API_BATCH_RATE_LIMIT = Setting(
+        120, count(), "The most Batch requests per realm per API_RATE_WINDOW."
+    )
+    API_RATE_WINDOW = Setting(
+        60, seconds(minimum=1, zero=True), "The window of the rate limits (Intuit's: a minute)."
+    )
+    API_RETRIES = Setting(
+        3, count(0), "Retries of a 429, and of a 502/503/504 to a read or a query."
+    )
+    API_RETRY_BACKOFF = Setting(
+        0.5,
+        seconds(),
+        "The longest first pause before a retry; each retry doubles it (with full jitter).",
+    )
+    API_MONTHLY_QUOTA = Setting(
+        500_000,
+        count(),
+        "CorePlus (read) calls of the app a month; api_quota_near is sent at 80 % and 95 %.",
+    )
+    API_WAIT = Setting(
+        30,
+        seconds(),
+        "The longest a call waits for a slot under the limits before IntuitUnavailable.",
+    )
+
     @classmethod
     def table(cls) -> Iterator[Setting[Any]]:
         """Every setting, in the order of the table."""

@@ -33,6 +33,7 @@ from .querysets import (
 from .webhooks.record import WebhookEvent, WebhookEventQuerySet, WebhookFormat
 
 __all__ = [
+    "ApiUsage",
     "EXPIRY_WINDOW_MAX_DAYS",
     "TOKEN_COLUMNS",
     "ConnectionEvent",
@@ -355,3 +356,36 @@ class SweepRun(models.Model):
 
     def __str__(self) -> str:
         return f"Sweep at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ApiUsage(models.Model):
+    """A connection's Accounting API calls in one calendar month (UTC), as Intuit meters
+    them: reads and queries ("CorePlus") and writes ("Core").
+
+    Counted in the cache on every call (:mod:`qb_oauth.metering`) and folded in here
+    by the scheduled refresh: never written per call.
+    """
+
+    connection = models.ForeignKey(
+        QuickBooksConnection,
+        on_delete=models.CASCADE,
+        related_name="api_usage",
+        verbose_name=_("connection"),
+    )
+    month = models.DateField(_("month"), help_text=_("The first day of the month (UTC)."))
+    core_plus = models.PositiveBigIntegerField(_("CorePlus calls (reads)"), default=0)
+    core = models.PositiveBigIntegerField(_("Core calls (writes)"), default=0)
+    updated_at = models.DateTimeField(_("folded"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("API usage")
+        verbose_name_plural = _("API usage")
+        ordering = ["-month", "connection_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "month"], name="qb_oauth_api_usage_one_per_month"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection_id} {self.month:%Y-%m}: {self.core_plus} + {self.core}"

@@ -38,3 +38,10 @@ refresh_token_expiring = Signal()
 #: A receiver that raises makes the event be sent again (up to
 #: ``WEBHOOK_MAX_ATTEMPTS`` times), then flagged failed.
 webhook_received = Signal()
+
+#: The app's CorePlus (read) calls of the month reached 80 % or 95 % of
+#: ``API_MONTHLY_QUOTA``; sent once per month and threshold. Arguments:
+#: ``connection`` (None: the quota is the app's), ``month`` (a date, its first
+#: day), ``percent`` (80 or 95), ``core_plus``, ``core`` (the month's counts so
+#: far) and ``quota``.
+api_quota_near = Signal()

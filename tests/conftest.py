@@ -58,3 +58,12 @@ def connect_realm(fake_intuit):
         return connection
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """The API limits and counts live in the (LocMem) default cache: none leak between tests."""
+    from django.core.cache import caches
+
+    caches["default"].clear()
+    yield

@@ -88,11 +88,18 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 FERNET_KEYS = ["qb-oauth-test-fernet-key-1"]
 
+# The API limits live in the default cache, LocMem here (one process): the tests that
+# run several processes point QB_OAUTH["CACHE"] at Redis. Hence the silenced warning.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+SILENCED_SYSTEM_CHECKS = ["qb_oauth.W006"]
+
 QB_OAUTH = {
     "CLIENT_ID": "qb-test-client",
     "CLIENT_SECRET": "qb-test-secret",
     "HTTP_TIMEOUT": 5,
     "WEBHOOK_VERIFIER_TOKEN": "qb-test-verifier-token",
+    # Retries of the API's 429s and 503s pause for milliseconds, not seconds.
+    "API_RETRY_BACKOFF": 0.01,
 }
 
 Q_CLUSTER = {

@@ -544,7 +544,7 @@ def test_check_button_success_and_failure(admin_user_client, admin_user, fleet, 
     assert (event.kind, event.actor) == (EventKind.CHECKED, admin_user)
     assert_no_tokens(response, fake_intuit)
 
-    fake_intuit.inject_fault("api", "503")
+    fake_intuit.inject_fault("api", "503", times=4)  # the first try and its 3 retries
     response = admin_user_client.post(tool_url("check", conn), follow=True)
     [message] = messages_of(response)
     assert "check failed" in message and "503" in message
@@ -700,7 +700,7 @@ def test_actions_word_every_outcome_and_summarise_past_the_message_limit(
         "1 refreshed, 1 need reconnecting, 1 Intuit unavailable, 2 other failures.",
     )
 
-    fake_intuit.inject_fault("api", "503")  # the first check: "failing"
+    fake_intuit.inject_fault("api", "503", times=4)  # the first check, retried: "failing"
     checked = act("check_connection")
     assert checked[0][0] == messages.ERROR
     assert checked[0][1].startswith(f"{failing}: check failed (") and "503" in checked[0][1]

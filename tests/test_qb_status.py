@@ -73,6 +73,8 @@ def test_table(conns, fake_intuit):
         "HARD",
         "EXPIRY",
         "FAILURES",
+        "READS",
+        "WRITES",
         "LAST",
         "ERROR",
         "LAST",
@@ -89,6 +91,7 @@ def test_table(conns, fake_intuit):
     gone = next(line for line in lines if line.startswith(f"{conns['gone'].pk} "))
     assert "disconnected" in gone and "in 1" not in gone and "years" not in gone
     assert "4 connections: 2 connected, 1 disconnected, 1 needs reconnecting." in text
+    assert "API calls in " in text and "of the quota of 500,000" in text
     assert_no_tokens(text, fake_intuit)
 
 
@@ -150,6 +153,7 @@ def test_json_keys_are_exactly_these_in_this_order(conns):
             "access_token_stored",
             "refresh_token_stored",
             "last_webhook_at",
+            "api_calls_month",
         )
     }
     stored = {d["id"]: (d["access_token_stored"], d["refresh_token_stored"]) for d in data}

@@ -6,7 +6,7 @@ Django's autodiscovery imports this package; importing :mod:`.connections` and
 - :mod:`.connections`: the connection changelist and change page;
 - :mod:`.filters`: its refresh-expiry and failing filters;
 - :mod:`.actions`: refresh now, check, revoke and disconnect, as actions and buttons;
-- :mod:`.history`: connection events and sweep runs, read-only;
+- :mod:`.history`: connection events, sweep runs and API usage, read-only;
 - :mod:`.webhooks`: webhook events, read-only, with an action to send the signal again.
 """
 
@@ -19,10 +19,11 @@ from .connections import (
     QuickBooksConnectionAdmin,
 )
 from .filters import FailingFilter, RefreshExpiringFilter
-from .history import ConnectionEventAdmin, SweepRunAdmin
+from .history import ApiUsageAdmin, ConnectionEventAdmin, SweepRunAdmin
 from .webhooks import WebhookEventAdmin, WebhookStateFilter
 
 __all__ = [
+    "ApiUsageAdmin",
     "EVENT_LIMIT",
     "FAILURE_KINDS",
     "INTERNAL_FIELDS",

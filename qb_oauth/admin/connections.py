@@ -15,7 +15,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldDoesNotExist, PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponseNotAllowed
 from django.utils import timezone
 from django.utils.html import format_html
@@ -24,9 +24,11 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from .. import metering
 from ..adapter import get_adapter
 from ..models import (
     TOKEN_COLUMNS,
+    ApiUsage,
     ConnectionEvent,
     ConnectionState,
     EventKind,
@@ -71,6 +73,7 @@ class QuickBooksConnectionAdmin(ConnectionActionsAdmin):
         "last_refresh",
         "failures",
         "last_error_short",
+        "api_calls",
     )
     list_display_links = ("company",)
     list_filter = (
@@ -139,6 +142,10 @@ class QuickBooksConnectionAdmin(ConnectionActionsAdmin):
                 )
             },
         ),
+        (
+            gettext_lazy("API calls"),
+            {"fields": ("api_calls_month",)},
+        ),
     )
     readonly_fields = tuple(str(f) for _name, opts in fieldsets for f in opts["fields"])
 
@@ -148,7 +155,17 @@ class QuickBooksConnectionAdmin(ConnectionActionsAdmin):
         # The tokens are never loaded: presence is a database IS NULL test.
         rows = super().get_queryset(request)
         assert isinstance(rows, QuickBooksConnectionQuerySet)
-        return rows.select_related("user").prefetch_related("owner").with_token_presence()
+        month = metering.month_of()
+        usage = ApiUsage.objects.filter(connection=OuterRef("pk"), month=month)
+        return (
+            rows.select_related("user")
+            .prefetch_related("owner")
+            .with_token_presence()
+            .annotate(
+                month_core_plus=Subquery(usage.values("core_plus")[:1]),
+                month_core=Subquery(usage.values("core")[:1]),
+            )
+        )
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
         user_model = get_user_model()
@@ -261,6 +278,27 @@ class QuickBooksConnectionAdmin(ConnectionActionsAdmin):
         )
 
     # -- change page fields --------------------------------------------------------------
+
+    @admin.display(description=gettext_lazy("API calls this month"))
+    def api_calls(self, obj: QuickBooksConnection) -> str:
+        # As of the last sweep (folded rows): the change page has the live count.
+        reads = getattr(obj, "month_core_plus", None) or 0
+        writes = getattr(obj, "month_core", None) or 0
+        return _("%(reads)s reads, %(writes)s writes") % {
+            "reads": f"{reads:,}",
+            "writes": f"{writes:,}",
+        }
+
+    @admin.display(description=gettext_lazy("this month"))
+    def api_calls_month(self, obj: QuickBooksConnection) -> str:
+        usage = metering.connection_usage(obj)
+        return _(
+            "%(reads)s CorePlus (reads and queries), %(writes)s Core (writes) in %(month)s"
+        ) % {
+            "reads": f"{usage.core_plus:,}",
+            "writes": f"{usage.core:,}",
+            "month": f"{usage.month:%Y-%m}",
+        }
 
     def _stored(self, obj: QuickBooksConnection, name: str) -> str:
         if getattr(obj, f"qb_has_{name}", False):

@@ -1,4 +1,4 @@
-"""The history and the summaries: connection events and sweep runs, read-only."""
+"""The history and the summaries: connection events, sweep runs and API usage, read-only."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from ..models import TOKEN_COLUMNS, ConnectionEvent, SweepRun
+from .. import metering
+from ..conf import qb_settings
+from ..models import TOKEN_COLUMNS, ApiUsage, ConnectionEvent, SweepRun
 from ..templatetags.qb_oauth_admin import humanize_seconds
 
 
@@ -70,3 +72,33 @@ class SweepRunAdmin(_ReadOnlyAdmin):
         if obj.finished_at is None:
             return _("running or interrupted")
         return humanize_seconds((obj.finished_at - obj.started_at).total_seconds())
+
+
+@admin.register(ApiUsage)
+class ApiUsageAdmin(_ReadOnlyAdmin):
+    """Each connection's API calls per month, as the sweep folded them; the title says the
+    app's total of this month (live, from the cache) against ``API_MONTHLY_QUOTA``."""
+
+    list_display = ("month", "connection", "core_plus", "core", "updated_at")
+    list_filter = ("month",)
+    list_select_related = ("connection",)
+    search_fields = ("connection__realm_id", "connection__company_name")
+    ordering = ("-month", "-core_plus")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).defer(*(f"connection__{f}" for f in TOKEN_COLUMNS))
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        usage = metering.app_usage()
+        quota = qb_settings.API_MONTHLY_QUOTA
+        title = _(
+            "API usage. This month (%(month)s), the app: %(core_plus)s CorePlus calls "
+            "(reads, %(share)s%% of the quota of %(quota)s) and %(core)s Core calls (writes)"
+        ) % {
+            "month": f"{usage.month:%Y-%m}",
+            "core_plus": f"{usage.core_plus:,}",
+            "share": f"{usage.core_plus * 100 / quota:.1f}",
+            "quota": f"{quota:,}",
+            "core": f"{usage.core:,}",
+        }
+        return super().changelist_view(request, {**(extra_context or {}), "title": title})

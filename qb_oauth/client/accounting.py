@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .. import throttle
 from ..conf import qb_settings
 from ..exceptions import IntuitUnavailable
 from ..redact import holds_tokens
@@ -30,13 +31,15 @@ def company_info(
     means the token does not cover this realm in this environment.
     """
     url = f"{api_base(environment)}/v3/company/{realm_id}/companyinfo/{realm_id}"
-    response = send(
-        shared_http_session(),
-        "GET",
-        url,
-        params={"minorversion": qb_settings.MINOR_VERSION},
-        headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
-    )
+    # Within the realm's limits like every API call (not metered: no connection yet).
+    with throttle.within_limits(environment or qb_settings.ENVIRONMENT, realm_id):
+        response = send(
+            shared_http_session(),
+            "GET",
+            url,
+            params={"minorversion": qb_settings.MINOR_VERSION},
+            headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+        )
     raise_for_status(response, "Accounting API")
     info = json_body(response, "CompanyInfo").get("CompanyInfo")
     if not isinstance(info, dict):

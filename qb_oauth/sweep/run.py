@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
+from .. import metering
 from ..conf import qb_settings
 from ..models import SweepRun
 from .claims import MODES, Candidate, candidates_query, claim_batches, iter_pks, new_claim
@@ -80,6 +81,7 @@ def run_sweep(
             _refresh_here(stats, mode, connection_id, now, concurrency, chunk_size, progress)
         if warnings:
             stats.warnings_sent = send_expiry_warnings(now)
+        _fold_usage(now)
     finally:
         stats.seconds = time.monotonic() - started
         if stats.fanned_out:
@@ -99,6 +101,14 @@ def run_sweep(
         # A fanned-out run logs its summary once, when its last batch finishes
         # (_finish_if_done): here it has only been handed out.
     return stats
+
+
+def _fold_usage(now: datetime) -> None:
+    """Fold the cache's API counts into the database (every sweep; idempotent)."""
+    try:
+        metering.fold_usage(now)
+    except Exception:  # noqa: BLE001 - the counts wait for the next sweep
+        logger.exception("Could not fold the QuickBooks API counts into the database.")
 
 
 def _refresh_here(stats, mode, connection_id, now, concurrency, chunk_size, progress) -> None:

@@ -20,7 +20,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Max, OuterRef, Subquery
 from django.utils import timezone
 
+from qb_oauth import metering
 from qb_oauth.adapter import get_adapter
+from qb_oauth.conf import qb_settings
 from qb_oauth.management.terminal import terminal_safe
 from qb_oauth.models import (
     ConnectionState,
@@ -62,6 +64,8 @@ COLUMNS = (
     ("REFRESH EXPIRES", "refresh_token_expires_at"),
     ("HARD EXPIRY", "refresh_token_hard_expires_at"),
     ("FAILURES", "consecutive_failures"),
+    ("READS", "api_core_plus"),
+    ("WRITES", "api_core"),
     ("LAST ERROR", "last_error"),
     ("LAST WEBHOOK", "last_webhook_at"),
 )
@@ -114,7 +118,8 @@ def _owner_names(keys: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
 
 class Command(BaseCommand):
     help = (
-        "List QuickBooks connections with their state and token expiries (never a token). "
+        "List QuickBooks connections with their state, token expiries and this month's API "
+        "calls (never a token). "
         "Filter with --state, --user, --owner and --expiring-within; --json for scripts."
     )
 
@@ -175,8 +180,11 @@ class Command(BaseCommand):
         owner_key = ("owner_content_type", "owner_object_id")
         rows = list(qs.order_by("pk").values(*FIELDS, *flags, "last_webhook_at", *owner_key))
         names = _owner_names({(r["owner_content_type"], r["owner_object_id"]) for r in rows})
+        usage = metering.usage_by_connection(r["id"] for r in rows)
         for row in rows:
             row["owner"] = names[(row.pop("owner_content_type"), row.pop("owner_object_id"))]
+            month = usage[row["id"]]
+            row["api_core_plus"], row["api_core"] = month.core_plus, month.core
 
         if options["json"]:
             self.stdout.write(json.dumps([self._json_row(r) for r in rows], indent=2))
@@ -185,6 +193,13 @@ class Command(BaseCommand):
             self.stdout.write("No connections.")
             return
         self._table(rows)
+        app = metering.app_usage()
+        quota = qb_settings.API_MONTHLY_QUOTA
+        self.stdout.write(
+            f"API calls in {app.month:%Y-%m}: {app.core_plus:,} CorePlus (reads, "
+            f"{app.core_plus * 100 / quota:.1f}% of the quota of {quota:,}), "
+            f"{app.core:,} Core (writes)."
+        )
 
     @staticmethod
     def _json_row(row: dict) -> dict:
@@ -198,6 +213,7 @@ class Command(BaseCommand):
         out["refresh_token_stored"] = row["qb_has_refresh_token"]
         last = row["last_webhook_at"]
         out["last_webhook_at"] = last.isoformat() if last else None
+        out["api_calls_month"] = {"core_plus": row["api_core_plus"], "core": row["api_core"]}
         return out
 
     def _cell(self, row: dict, key: str, now: datetime) -> str:

@@ -1,7 +1,15 @@
-"""The Accounting API, as far as tokens go: CompanyInfo, its 401/403/429 faults, JSON or XML."""
+"""The Accounting API, as far as tokens go: CompanyInfo, its 401/403/429 faults, JSON or XML.
+
+Intuit's limits are enforced per realm as Intuit does: more than
+``concurrency_limit`` (10) requests in flight, or ``throttle_per_minute`` (500)
+in a ``throttle_window`` (60 s), or ``batch_per_minute`` (120) Batch requests,
+are answered 429 ``ThrottleExceeded``. ``max_in_flight`` records the most
+requests of each realm the fake ever had in flight at once.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from collections import deque
 from collections.abc import Callable
@@ -23,10 +31,39 @@ class AccountingAPI:
     companies: list[Company]
     clock: FakeClock
     throttle_per_minute: int
+    throttle_window: float
+    batch_per_minute: int
+    concurrency_limit: int
+    in_flight: dict[str, int]
+    max_in_flight: dict[str, int]
+    throttled: dict[str, int]
     _api_hits: dict[str, deque[float]]
+    _batch_hits: dict[str, deque[float]]
     _bearer_grant: Callable[[Request], tuple[Grant | None, str]]  # from TokenEndpoint
 
     _API_RE = re.compile(r"^/v3/company/(?P<realm>[^/]+)/(?P<rest>.*)$")
+
+    def api_realm(self, path: str) -> str | None:
+        """The realm an Accounting API path names, or None."""
+        for prefix in API_PATHS.values():
+            if path.startswith(prefix + "/"):
+                match = self._API_RE.match(path[len(prefix) :])
+                return match.group("realm") if match else None
+        return None
+
+    def _api_enter(self, realm: str) -> bool:
+        """One more request of ``realm`` in flight (under the lock); False when that is
+        beyond ``concurrency_limit`` (the request is then answered 429)."""
+        now = self.in_flight.get(realm, 0) + 1
+        self.in_flight[realm] = now
+        self.max_in_flight[realm] = max(self.max_in_flight.get(realm, 0), now)
+        if now > self.concurrency_limit:
+            self.throttled[realm] = self.throttled.get(realm, 0) + 1
+            return False
+        return True
+
+    def _api_leave(self, realm: str) -> None:
+        self.in_flight[realm] -= 1
 
     def _api(self, req: Request) -> Response:
         env = next(e for e, p in API_PATHS.items() if req.path == p or req.path.startswith(p + "/"))
@@ -56,7 +93,9 @@ class AccountingAPI:
                 "The token does not give access to this company",
                 json_wanted,
             )
-        if self._throttled(realm):
+        if rest == "batch" and self._throttled(realm, self._batch_hits, self.batch_per_minute):
+            return self.throttle_fault(json_wanted)
+        if self._throttled(realm, self._api_hits, self.throttle_per_minute):
             return self.throttle_fault(json_wanted)
         company = next((c for c in self.companies if c.realm_id == realm), None)
         if company is None:
@@ -78,6 +117,8 @@ class AccountingAPI:
                 "The fake Intuit answers only select * from CompanyInfo",
                 json_wanted,
             )
+        if rest == "batch" and req.method == "POST":
+            return self._batch(company, req)
         return self._api_fault(
             400,
             "Object Not Found",
@@ -87,15 +128,37 @@ class AccountingAPI:
             json_wanted,
         )
 
-    def _throttled(self, realm: str) -> bool:
+    def _throttled(self, realm: str, log: dict[str, deque[float]], limit: int) -> bool:
+        """Whether ``realm`` has had ``limit`` requests in the last ``throttle_window``
+        (a sliding log, as exact as Intuit's); else counts this one."""
         now = self.clock.now()
-        hits = self._api_hits.setdefault(realm, deque())
-        while hits and (hits[0] <= now - 60 or hits[0] > now):
+        hits = log.setdefault(realm, deque())
+        while hits and (hits[0] <= now - self.throttle_window or hits[0] > now):
             hits.popleft()
-        if len(hits) >= self.throttle_per_minute:
+        if len(hits) >= limit:
+            self.throttled[realm] = self.throttled.get(realm, 0) + 1
             return True
         hits.append(now)
         return False
+
+    def _batch(self, company: Company, req: Request) -> Response:
+        """Batch: each ``Query`` of CompanyInfo answered, any other item a Fault."""
+        try:
+            items = json.loads(req.body or b"{}").get("BatchItemRequest") or []
+        except (ValueError, AttributeError):
+            items = []
+        answers: list[dict[str, Any]] = []
+        for item in items if isinstance(items, list) else []:
+            bid = item.get("bId") if isinstance(item, dict) else None
+            query = " ".join(str(item.get("Query", "")).lower().split()) if bid else ""
+            if query.startswith("select * from companyinfo"):
+                info = self.company_info(company)
+                answers.append({"bId": bid, "QueryResponse": {"CompanyInfo": [info]}})
+            else:
+                error = {"Message": "The fake Intuit answers only CompanyInfo", "code": "610"}
+                answers.append({"bId": bid, "Fault": {"Error": [error], "type": "ValidationFault"}})
+        body = {"BatchItemResponse": answers, "time": self._timestamp()}
+        return json_response(200, body)
 
     def _timestamp(self, epoch: float | None = None) -> str:
         moment = datetime.fromtimestamp(self.clock.now() if epoch is None else epoch, _PACIFIC)

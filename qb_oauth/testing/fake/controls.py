@@ -28,6 +28,9 @@ class Controls:
     refresh_counts: Counter[str]
     connections: int
     requests: list[tuple[str, str, str]]
+    max_in_flight: dict[str, int]
+    throttled: dict[str, int]
+    inject_fault: Callable[..., None]  # from Faults
     _lock: threading.RLock
     _access_index: dict[str, Grant]
     _refresh_index: dict[str, Grant]
@@ -43,6 +46,8 @@ class Controls:
             self.counts.clear()
             self.refresh_counts.clear()
             self.requests.clear()
+            self.max_in_flight.clear()
+            self.throttled.clear()
 
     def grant_for_realm(self, realm_id: str) -> Grant | None:
         """The newest live grant for ``realm_id``, or None."""
@@ -97,6 +102,18 @@ class Controls:
                     400, pages.error_page("invalid_request", "seconds must be a number")
                 )
             self.clock.advance(seconds)
+            return Response(303, [("Location", CONTROL_PATH + "/")])
+        if req.method == "POST" and path == CONTROL_PATH + "/fault":
+            # The next N calls to an endpoint fail: endpoint=api&kind=429&times=3.
+            form = req.form()
+            try:
+                self.inject_fault(
+                    (form.get("endpoint") or ["api"])[0],
+                    (form.get("kind") or ["503"])[0],
+                    times=int((form.get("times") or ["1"])[0]),
+                )
+            except ValueError as err:
+                return html_response(400, pages.error_page("invalid_request", str(err)))
             return Response(303, [("Location", CONTROL_PATH + "/")])
         if req.method == "POST" and path == CONTROL_PATH + "/disconnect":
             realm = (req.form().get("realmId") or [""])[0]

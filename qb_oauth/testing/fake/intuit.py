@@ -85,7 +85,12 @@ class FakeIntuit(
         self.hard_lifetime = 5 * 365 * 86400
         self.id_token_lifetime = 3600
         self.latency: dict[str, float] = {}
+        #: Intuit's limits per realm (docs/testing.md): requests per ``throttle_window``,
+        #: Batch requests per window, requests in flight.
         self.throttle_per_minute = 500
+        self.throttle_window = 60.0
+        self.batch_per_minute = 120
+        self.concurrency_limit = 10
         self.timeout_seconds = 30.0
 
         # Webhooks (fake/webhooks.py): where they go, how they are signed and retried.
@@ -133,6 +138,12 @@ class FakeIntuit(
         self._access_index: dict[str, Grant] = {}
         self._id_tokens: set[str] = set()
         self._api_hits: dict[str, deque[float]] = {}
+        self._batch_hits: dict[str, deque[float]] = {}
+        #: Accounting API requests of each realm in flight now, the most ever, and how
+        #: many were answered 429 for a limit.
+        self.in_flight: dict[str, int] = {}
+        self.max_in_flight: dict[str, int] = {}
+        self.throttled: dict[str, int] = {}
         self._private_key = None
         self.kid = key_id()
 
@@ -237,6 +248,23 @@ class FakeIntuit(
     def handle(self, req: Request) -> Response:
         """Answer one request: counters, faults, latency, then the endpoint."""
         endpoint = route(req.path)
+        realm = self.api_realm(req.path) if endpoint == "api" else None
+        if realm is None:
+            return self._handle(endpoint, req)
+        with self._lock:
+            allowed = self._api_enter(realm)
+        try:
+            if not allowed:
+                with self._lock:
+                    self._record(endpoint, req)
+                json_wanted = "application/json" in (req.header("accept") or "").lower()
+                return with_tid(self.throttle_fault(json_wanted))
+            return self._handle(endpoint, req)
+        finally:
+            with self._lock:
+                self._api_leave(realm)
+
+    def _handle(self, endpoint: str | None, req: Request) -> Response:
         with self._lock:
             self._record(endpoint, req)
             fault = self._take_fault(endpoint)
