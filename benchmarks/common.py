@@ -195,11 +195,16 @@ def _serve_fake(realms: int = 0) -> None:
         elif command == "rotation":
             fake.rotation_interval = int(arg)
             print("{}", flush=True)
+        elif command == "throttle":
+            fake.throttle_per_minute = int(arg)
+            print("{}", flush=True)
         elif command == "reset":
             fake.reset_counters()
             print("{}", flush=True)
         elif command == "counts":
             print(json.dumps(dict(fake.counts)), flush=True)
+        elif command == "throttled":
+            print(json.dumps(dict(fake.throttled)), flush=True)
         elif command == "connections":
             print(json.dumps(fake.connections), flush=True)
         elif command == "refresh_stats":

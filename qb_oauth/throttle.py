@@ -75,7 +75,7 @@ KEY_PREFIX = "qb_oauth"
 
 logger = logging.getLogger("qb_oauth.api")
 
-_MAX_POLL = 0.05
+_MAX_POLL = 0.05  # the longest pause between two looks for a free slot
 
 #: INCR each key; give a key just made its timeout (any Redis version).
 _INCR_SCRIPT = """
@@ -97,7 +97,7 @@ end
 if total >= tonumber(ARGV[2]) then return 0 end
 if redis.call('INCR', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return 1
-"""  # the longest pause between two looks for a free slot
+"""
 
 
 def limits_cache() -> BaseCache:
