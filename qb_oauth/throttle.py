@@ -29,7 +29,10 @@ works and no second connection needs configuring:
 
 On Django's own ``RedisCache`` the counting is a short Lua script instead
 (:data:`_RATE_SCRIPT`, :data:`_INCR_SCRIPT`): one round trip, and the check and
-the count are atomic. A call costs about five round trips to the cache.
+the count are atomic; the slot keys are set, read and deleted through the same
+redis-py client (``SET NX EX``, ``MGET``, ``DEL``), made once per cache object
+(:func:`_redis`), since ``RedisCache`` makes a new client for every operation.
+A call costs about four round trips to the cache.
 
 A request that cannot get both within ``API_WAIT`` seconds raises
 :class:`~qb_oauth.exceptions.IntuitUnavailable` instead of being sent to be
@@ -48,6 +51,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from django.core.cache import BaseCache, caches
 from django.core.cache.backends.redis import RedisCache
@@ -110,6 +114,24 @@ def slot_ttl() -> int:
     return math.ceil(qb_settings.HTTP_TIMEOUT) + 2
 
 
+def _redis(cache: BaseCache) -> Any:
+    """The redis-py client under Django's own ``RedisCache``, made once per cache object
+    (Django's ``caches`` are per thread), or None for any other backend.
+
+    ``RedisCache`` builds a new client object for every operation, which costs more
+    than the round trip itself on a local Redis; the limits make four of them per API
+    call, so they talk to the client directly, over the cache's own connection pool and
+    keys (``make_key``).
+    """
+    if not isinstance(cache, RedisCache):
+        return None
+    client = cache.__dict__.get("_qb_oauth_redis")
+    if client is None:
+        client = cache._cache.get_client(write=True)
+        cache.__dict__["_qb_oauth_redis"] = client
+    return client
+
+
 def incr_many(cache: BaseCache, keys: list[str], timeout: int) -> list[int]:
     """Add 1 to each counter of ``keys`` (made at 0, living ``timeout`` seconds, when
     missing); their new values. A result of 1 means this call made the counter.
@@ -117,9 +139,9 @@ def incr_many(cache: BaseCache, keys: list[str], timeout: int) -> list[int]:
     On Django's own ``RedisCache``, one round trip (a script: INCR, and EXPIRE when new);
     elsewhere ``incr``, and ``add`` first for a key that is missing.
     """
-    if isinstance(cache, RedisCache):
-        client = cache._cache.get_client(write=True)
-        full = [cache.make_and_validate_key(key) for key in keys]
+    client = _redis(cache)
+    if client is not None:
+        full = [cache.make_key(key) for key in keys]
         return [int(v) for v in client.eval(_INCR_SCRIPT, len(full), *full, timeout)]
     values = []
     for key in keys:
@@ -134,9 +156,9 @@ def incr_many(cache: BaseCache, keys: list[str], timeout: int) -> list[int]:
 def _counted(cache: BaseCache, key: str, earlier: list[str], limit: int, timeout: int) -> bool:
     """Count one request in bucket ``key`` if it and the ``earlier`` buckets hold fewer
     than ``limit``; whether it was counted."""
-    if isinstance(cache, RedisCache):  # one round trip, and atomic
-        client = cache._cache.get_client(write=True)
-        keys = [cache.make_and_validate_key(k) for k in (key, *earlier)]
+    client = _redis(cache)
+    if client is not None:  # one round trip, and atomic
+        keys = [cache.make_key(k) for k in (key, *earlier)]
         return bool(client.eval(_RATE_SCRIPT, len(keys), *keys, timeout, limit))
     [count] = incr_many(cache, [key], timeout)
     if count <= limit:
@@ -155,21 +177,36 @@ def _unavailable(realm: str, what: str) -> IntuitUnavailable:
     )
 
 
+def _add(cache: BaseCache, key: str, owner: str, ttl: int) -> bool:
+    client = _redis(cache)
+    if client is not None:
+        return bool(client.set(cache.make_key(key), owner, nx=True, ex=ttl))
+    return cache.add(key, owner, timeout=ttl)
+
+
+def _held(cache: BaseCache, keys: list[str]) -> set[str]:
+    client = _redis(cache)
+    if client is not None:
+        values = client.mget([cache.make_key(k) for k in keys])
+        return {k for k, v in zip(keys, values, strict=True) if v is not None}
+    return set(cache.get_many(keys))
+
+
 def _take_slot(cache: BaseCache, base: str, realm: str, deadline: float) -> tuple[str, str]:
     size = qb_settings.API_CONCURRENCY
     ttl = slot_ttl()
     owner = uuid.uuid4().hex
     keys = [f"{base}:slot:{i}" for i in range(size)]
     first = random.choice(keys)  # mostly free: one round trip
-    if cache.add(first, owner, timeout=ttl):
+    if _add(cache, first, owner, ttl):
         return first, owner
     pause = 0.002
     while True:
-        held = cache.get_many(keys)
+        held = _held(cache, keys)
         free = [k for k in keys if k not in held]
         random.shuffle(free)
         for key in free:
-            if cache.add(key, owner, timeout=ttl):
+            if _add(cache, key, owner, ttl):
                 return key, owner
         if time.monotonic() + pause > deadline:
             raise _unavailable(realm, f"{size} in flight")
@@ -225,7 +262,11 @@ def within_limits(environment: str, realm_id: str, *, batch: bool = False) -> It
             )
         _take_rate(cache, f"{base}:rate", realm_id, qb_settings.API_RATE_LIMIT, deadline, "")
         if time.monotonic() - started > 0.5:  # it waited: the slot's life starts again now
-            cache.touch(key, slot_ttl())
+            client = _redis(cache)
+            if client is not None:
+                client.expire(cache.make_key(key), slot_ttl())
+            else:
+                cache.touch(key, slot_ttl())
     except IntuitUnavailable:
         _release(cache, key, owner)
         raise
@@ -248,6 +289,10 @@ def _release(cache: BaseCache, key: str | None, owner: str | None) -> None:
     if key is None:
         return
     try:
-        cache.delete(key)
+        client = _redis(cache)
+        if client is not None:
+            client.delete(cache.make_key(key))
+        else:
+            cache.delete(key)
     except Exception:  # noqa: BLE001 - the key's timeout frees it
         logger.warning("Could not give back a QuickBooks API slot.", exc_info=True)
