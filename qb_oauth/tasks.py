@@ -9,6 +9,7 @@ The work is in :mod:`qb_oauth.sweep`.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from datetime import datetime
@@ -16,6 +17,8 @@ from typing import Any
 
 from . import sweep
 from .webhooks import process as webhooks
+
+logger = logging.getLogger("qb_oauth.webhooks")
 
 __all__ = [
     "process_webhook_events",
@@ -37,7 +40,10 @@ def refresh_due_connections(*, fan_out: bool | None = None) -> dict[str, Any]:
     counts = sweep.run_sweep(fan_out=fan_out).as_dict()
     # Webhook events whose task was lost (a worker killed, a broker flushed) are
     # handed out again here, so they wait for the next sweep, not for the next webhook.
-    webhooks.dispatch(webhooks.stale_pending())
+    try:
+        webhooks.dispatch(webhooks.stale_pending())
+    except Exception:  # noqa: BLE001 - the sweep did its work; the next one tries again
+        logger.exception("Could not hand out the webhook events whose task was lost.")
     return counts
 
 
