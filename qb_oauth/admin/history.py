@@ -17,7 +17,7 @@ from ..models import TOKEN_COLUMNS, ApiUsage, ConnectionEvent, SweepRun
 from ..templatetags.qb_oauth_admin import humanize_seconds
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(admin.ModelAdmin):
     """Written by qb_oauth only: an edited or deleted row would falsify the record."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -31,7 +31,7 @@ class _ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(ConnectionEvent)
-class ConnectionEventAdmin(_ReadOnlyAdmin):
+class ConnectionEventAdmin(ReadOnlyAdmin):
     list_display = ("at", "connection", "kind", "actor", "intuit_tid", "detail_short")
     list_filter = ("kind",)
     list_select_related = ("connection", "actor")
@@ -49,7 +49,7 @@ class ConnectionEventAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(SweepRun)
-class SweepRunAdmin(_ReadOnlyAdmin):
+class SweepRunAdmin(ReadOnlyAdmin):
     list_display = (
         "started_at",
         "finished_at",
@@ -75,7 +75,7 @@ class SweepRunAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(ApiUsage)
-class ApiUsageAdmin(_ReadOnlyAdmin):
+class ApiUsageAdmin(ReadOnlyAdmin):
     """Each connection's API calls per month, as the sweep folded them; the title says the
     app's total of this month (live, from the cache) against ``API_MONTHLY_QUOTA``."""
 

@@ -12,6 +12,7 @@ from django.utils.translation import ngettext
 
 from ..models import TOKEN_COLUMNS, WebhookEvent
 from ..webhooks.process import resend
+from .history import ReadOnlyAdmin
 
 
 class WebhookStateFilter(admin.SimpleListFilter):
@@ -40,7 +41,7 @@ class WebhookStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
+class WebhookEventAdmin(ReadOnlyAdmin):
     """Written by qb_oauth only (an edited row would falsify the record); never a secret:
     the signature and the body are not stored at all."""
 
@@ -78,15 +79,6 @@ class WebhookEventAdmin(admin.ModelAdmin):
         "dedupe_key",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_resend_permission(self, request: HttpRequest) -> bool:
         user: Any = request.user
