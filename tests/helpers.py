@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 from django.db import connection as db_connection
+from django.db import connections
 from django.utils import timezone
 
 from qb_oauth.models import TOKEN_COLUMNS, QuickBooksConnection
@@ -123,3 +125,31 @@ def database_refuses_token_writes(seconds: float) -> Iterator[None]:
             else:
                 cursor.execute("DROP TRIGGER IF EXISTS qb_test_refuse")
             cursor.execute("DROP TABLE IF EXISTS qb_test_refuse")
+
+
+def run_threads(
+    n: int, target: Callable[[], object], *, together: bool = True
+) -> tuple[list, list]:
+    """Call ``target`` in ``n`` threads (released at once by a barrier when ``together``);
+    their results and the exceptions they raised. Each thread closes its database
+    connections."""
+    barrier = threading.Barrier(n) if together else None
+    results: list = []
+    errors: list = []
+
+    def body() -> None:
+        try:
+            if barrier is not None:
+                barrier.wait(10)
+            results.append(target())
+        except Exception as err:
+            errors.append(err)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=body) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results, errors

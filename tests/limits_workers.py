@@ -4,22 +4,12 @@ import os
 import threading
 import time
 
-
-def setup(db_name: str, qb_oauth: dict, caches: dict) -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    os.environ["QB_TEST_DB_NAME"] = db_name
-    import django
-
-    django.setup()
-    from django.conf import settings
-
-    settings.QB_OAUTH = qb_oauth
-    settings.CACHES = caches  # read when the cache is first used, which is after this
+from .workers import setup_django
 
 
 def call_api(db_name, qb_oauth, caches, pk, threads, calls, ready, start, results):
     """``threads`` threads, each reading CompanyInfo ``calls`` times once ``start`` is set."""
-    setup(db_name, qb_oauth, caches)
+    setup_django(db_name, qb_oauth, caches)
     from django.db import connections
 
     from qb_oauth.models import QuickBooksConnection
@@ -47,7 +37,7 @@ def call_api(db_name, qb_oauth, caches, pk, threads, calls, ready, start, result
 
 def hold_a_slot(db_name, qb_oauth, caches, pk):
     """Send one request (the fake holds it) and wait to be killed."""
-    setup(db_name, qb_oauth, caches)
+    setup_django(db_name, qb_oauth, caches)
     from qb_oauth.models import QuickBooksConnection
 
     conn = QuickBooksConnection.objects.get(pk=pk)

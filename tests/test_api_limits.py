@@ -14,14 +14,13 @@ import uuid
 
 import pytest
 from django.db import connection as db_connection
-from django.db import connections
 
 from qb_oauth import metering, signals
 from qb_oauth.exceptions import IntuitUnavailable
 from qb_oauth.models import ApiUsage
 from qb_oauth.sweep import run_sweep
 
-from .helpers import Recorder
+from .helpers import Recorder, run_threads
 from .limits_workers import call_api, hold_a_slot
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -74,25 +73,6 @@ def info_path(conn):
     return f"companyinfo/{conn.realm_id}"
 
 
-def in_threads(n, target):
-    errors, results = [], []
-
-    def body():
-        try:
-            results.append(target())
-        except Exception as err:
-            errors.append(err)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=body) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results, errors
-
-
 # ------------------------------------------------------------ the limits
 
 
@@ -142,7 +122,7 @@ def test_a_burst_over_the_rate_limit_is_spread_not_refused(
             return [session.get(info_path(connection)).status_code for _ in range(3)]
 
     started = time.monotonic()
-    results, errors = in_threads(10, three_calls)
+    results, errors = run_threads(10, three_calls, together=False)
     took = time.monotonic() - started
     assert errors == []
     assert sorted(sum(results, [])) == [200] * 30
@@ -175,7 +155,9 @@ def test_two_realms_do_not_slow_each_other(fake_intuit, connect_realm, user, set
             return session.get(info_path(busy)).status_code
 
     outcome = {}
-    backlog = threading.Thread(target=lambda: outcome.update(r=in_threads(15, on_busy)))
+    backlog = threading.Thread(
+        target=lambda: outcome.update(r=run_threads(15, on_busy, together=False))
+    )
     backlog.start()
     time.sleep(0.3)  # the busy realm is at its limit now, and callers wait
     started = time.monotonic()
@@ -394,7 +376,7 @@ def test_the_fake_refuses_more_in_flight_than_its_limit(fake_intuit, connection,
         with connection.api_session() as session:
             return session.get(info_path(connection)).status_code
 
-    results, errors = in_threads(6, one)
+    results, errors = run_threads(6, one, together=False)
     assert fake_intuit.max_in_flight[connection.realm_id] > 2
     assert fake_intuit.throttled[connection.realm_id] == len(errors) > 0
     assert all(isinstance(e, IntuitUnavailable) and e.status == 429 for e in errors)

@@ -5,18 +5,17 @@ conditional UPDATE, which SQLite serialises).
 """
 
 import multiprocessing
-import threading
 from datetime import timedelta
 
 import pytest
 from django.db import connection as db_connection
-from django.db import connections
 from django.utils import timezone
 
 from qb_oauth import tokens
 from qb_oauth.exceptions import ReauthorizationRequired
 from qb_oauth.models import ConnectionState, EventKind, QuickBooksConnection
 
+from .helpers import run_threads
 from .workers import ask_for_token
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -26,27 +25,6 @@ def expire(conn):
     QuickBooksConnection.objects.filter(pk=conn.pk).update(
         access_token_expires_at=timezone.now() - timedelta(seconds=1)
     )
-
-
-def run_threads(n, target):
-    barrier = threading.Barrier(n)
-    results, errors = [], []
-
-    def body():
-        try:
-            barrier.wait(10)
-            results.append(target())
-        except Exception as err:
-            errors.append(err)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=body) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results, errors
 
 
 def test_50_threads_in_4_processes_cause_one_refresh(fake_intuit, user, connect_realm, settings):

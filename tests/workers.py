@@ -8,7 +8,7 @@ import os
 import threading
 
 
-def setup_django(db_name: str, qb_oauth: dict) -> None:
+def setup_django(db_name: str, qb_oauth: dict, caches: dict | None = None) -> None:
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     os.environ["QB_TEST_DB_NAME"] = db_name
     import django
@@ -17,6 +17,8 @@ def setup_django(db_name: str, qb_oauth: dict) -> None:
     from django.conf import settings
 
     settings.QB_OAUTH = qb_oauth
+    if caches is not None:
+        settings.CACHES = caches  # read when the cache is first used, which is after this
 
 
 def ask_for_token(db_name, qb_oauth, pk, threads, ready, start, results):
