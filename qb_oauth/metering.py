@@ -99,6 +99,7 @@ def count_call(connection: QuickBooksConnection, *, read: bool) -> None:
     keys = [_key(month, connection.pk, kind), _key(month, "app", kind)]
     try:
         mine, app_count = incr_many(limits_cache(), keys, _KEEP)
+        before = app_count - 1  # the app's count this call moved from
         for key, value, pk in ((keys[0], mine, connection.pk), (keys[1], app_count, None)):
             if value == 1:  # made now: start from the database's count
                 seed = _stored(month, pk, kind)
@@ -109,17 +110,24 @@ def count_call(connection: QuickBooksConnection, *, read: bool) -> None:
         logger.warning("Could not count a QuickBooks API call in the cache.", exc_info=True)
         return
     if read:
-        _maybe_signal(month, app_count)
+        # Only the call that moved the count across a threshold looks for its marker:
+        # the calls after it (the rest of a busy month) cost no extra round trip.
+        _maybe_signal(month, app_count, since=before)
 
 
-def _maybe_signal(month: date, core_plus: int, core: int | None = None) -> int:
-    """Send api_quota_near for each threshold ``core_plus`` has reached and no process has
-    announced yet this month; returns how many were sent."""
+def _maybe_signal(
+    month: date, core_plus: int, core: int | None = None, *, since: int | None = None
+) -> int:
+    """Send api_quota_near for each threshold ``core_plus`` has reached (and ``since``, the
+    count before, had not) and no process has announced yet this month; returns how many
+    were sent."""
     quota = qb_settings.API_MONTHLY_QUOTA
     sent = 0
     for percent in THRESHOLDS:
         if core_plus * 100 < quota * percent:
             break
+        if since is not None and since * 100 >= quota * percent:
+            continue  # crossed before this call: announced then (or by the sweep)
         marker = f"{KEY_PREFIX}:quota:{month:%Y-%m}:{percent}"
         if not limits_cache().add(marker, 1, timeout=_KEEP):
             continue

@@ -381,3 +381,21 @@ def test_the_fake_refuses_more_in_flight_than_its_limit(fake_intuit, connection,
     assert fake_intuit.throttled[connection.realm_id] == len(errors) > 0
     assert all(isinstance(e, IntuitUnavailable) and e.status == 429 for e in errors)
     assert results == [200] * (6 - len(errors))
+
+
+def test_calls_after_a_threshold_look_for_no_marker(fake_intuit, connection, settings, monkeypatch):
+    """Only the call that crosses 80 % (or 95 %) asks the cache whether it was announced:
+    the rest of a busy month costs no extra round trip per call."""
+    qb(settings, API_MONTHLY_QUOTA=10)
+    cache = metering.limits_cache()
+    adds = []
+    real_add = cache.add
+    monkeypatch.setattr(
+        cache, "add", lambda key, *a, **kw: adds.append(key) or real_add(key, *a, **kw)
+    )
+    with Recorder(signals.api_quota_near) as recorder:
+        with connection.api_session() as session:
+            for _ in range(20):
+                session.get(info_path(connection))
+    assert [c["percent"] for c in recorder.calls] == [80, 95]
+    assert len([key for key in adds if ":quota:" in key]) == 2
